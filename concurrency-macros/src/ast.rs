@@ -1,0 +1,106 @@
+//! A borrowed, typed view of the function under `#[io_task]` / `#[cpu_task]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::format_ident;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, Item, ItemFn, Pat, Receiver, Type};
+
+use crate::attr::{Attribute, TaskOptions};
+
+/// The user's function, as parsed: nothing here is checked yet (see `valid.rs`).
+pub(crate) struct TaskFn<'a> {
+    pub(crate) original: &'a ItemFn,
+    pub(crate) attribute: Attribute,
+    pub(crate) options: TaskOptions,
+    pub(crate) args: Vec<Arg<'a>>,
+    pub(crate) receiver: Option<&'a Receiver>,
+}
+
+/// One argument: the user's pattern and type, and the hidden name the generated
+/// outer function binds it to before moving it into the task.
+pub(crate) struct Arg<'a> {
+    pub(crate) pat: &'a Pat,
+    pub(crate) ty: &'a Type,
+    pub(crate) ident: Ident,
+}
+
+/// Parses the annotated item; anything but a function with a body is an error on
+/// the item itself.
+pub(crate) fn parse_item(attribute: Attribute, item: TokenStream) -> syn::Result<ItemFn> {
+    let message = || {
+        format!(
+            "{} can only be used on a function: `fn` for blocking work or `async fn` for async I/O",
+            attribute.display()
+        )
+    };
+    match syn::parse2::<Item>(item) {
+        Ok(Item::Fn(function)) => Ok(function),
+        Ok(other) => Err(syn::Error::new(item_span(&other), message())),
+        Err(error) => Err(syn::Error::new(error.span(), message())),
+    }
+}
+
+/// The span of an item's keyword (`struct`, `impl`, ...) when it has one, so the
+/// error underlines a few characters rather than the whole item.
+fn item_span(item: &Item) -> Span {
+    match item {
+        Item::Struct(i) => i.struct_token.span,
+        Item::Enum(i) => i.enum_token.span,
+        Item::Impl(i) => i.impl_token.span,
+        Item::Trait(i) => i.trait_token.span,
+        Item::Mod(i) => i.mod_token.span,
+        Item::Const(i) => i.const_token.span,
+        Item::Static(i) => i.static_token.span,
+        Item::Type(i) => i.type_token.span,
+        Item::Use(i) => i.use_token.span,
+        Item::Union(i) => i.union_token.span,
+        other => other.span(),
+    }
+}
+
+impl<'a> TaskFn<'a> {
+    pub(crate) fn from_syn(
+        original: &'a ItemFn,
+        attribute: Attribute,
+        options: TaskOptions,
+    ) -> Self {
+        let mut args = Vec::new();
+        let mut receiver = None;
+        for (index, input) in original.sig.inputs.iter().enumerate() {
+            match input {
+                FnArg::Receiver(r) => receiver = Some(r),
+                FnArg::Typed(typed) => args.push(Arg {
+                    pat: &typed.pat,
+                    ty: &typed.ty,
+                    ident: format_ident!(
+                        "__concurrency_arg{}",
+                        index,
+                        span = typed.pat.span().resolved_at(Span::mixed_site())
+                    ),
+                }),
+            }
+        }
+        TaskFn {
+            original,
+            attribute,
+            options,
+            args,
+            receiver,
+        }
+    }
+
+    pub(crate) fn is_async(&self) -> bool {
+        self.original.sig.asyncness.is_some()
+    }
+
+    /// The name reported in errors: the `name` option, else the function's name.
+    pub(crate) fn task_name(&self) -> String {
+        match &self.options.name {
+            Some(name) => name.value(),
+            None => {
+                let ident = syn::ext::IdentExt::unraw(&self.original.sig.ident);
+                ident.to_string()
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Collects every mistake in one macro invocation so a single compile shows them all.
+
+use std::fmt::Display;
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+
+/// An accumulator of `syn::Error`s, folded into one at the end.
+#[derive(Default)]
+pub(crate) struct Errors {
+    errors: Vec<syn::Error>,
+}
+
+impl Errors {
+    pub(crate) fn spanned(&mut self, tokens: impl ToTokens, message: impl Display) {
+        self.errors.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        self.errors.push(error);
+    }
+
+    /// `Ok(())` when nothing was reported, otherwise every error combined.
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        let mut errors = self.errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                for error in errors {
+                    first.combine(error);
+                }
+                Err(first)
+            }
+        }
+    }
+}
+
+/// Emit `error` and, after it, the user's item unchanged, so that one mistake in the
+/// attribute does not also produce "cannot find function" errors at every call site.
+pub(crate) fn with_original(error: syn::Error, original: TokenStream) -> TokenStream {
+    let mut tokens = error.into_compile_error();
+    tokens.extend(original);
+    tokens
+}

@@ -1,0 +1,118 @@
+//! Code generation for a validated task function. Infallible: every check ran in
+//! `valid.rs`, so this only prints tokens.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ReturnType, Type};
+
+use crate::ast::TaskFn;
+use crate::attr::Attribute;
+use crate::private::Private;
+
+/// The user's function becomes a plain `fn` with the same name, visibility, docs,
+/// attributes, generics and argument types, which returns a lazy task value.
+/// The original body moves, unchanged, into a closure (blocking and cpu tasks) or an
+/// `async move` block (async I/O tasks).
+pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
+    let function = task.original;
+    let sig = &function.sig;
+    let attrs = &function.attrs;
+    let vis = &function.vis;
+    let ident = &sig.ident;
+    let generics = &sig.generics;
+    let where_clause = &generics.where_clause;
+    let block = &function.block;
+
+    let (ret, ret_span) = match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+    };
+    let private = Private(Span::call_site());
+    let name = task.task_name();
+
+    let params = task.args.iter().map(|arg| {
+        let (ident, ty) = (&arg.ident, arg.ty);
+        quote!(#ident: #ty)
+    });
+    let bindings = task.args.iter().map(|arg| {
+        let (ident, pat) = (&arg.ident, arg.pat);
+        quote!(let #pat = #ident;)
+    });
+    let bindings = quote!(#(#bindings)*);
+
+    // Each argument and the result must be `Send`: checked one by one, each under
+    // its own type, so the error names the offending type with our own message.
+    // `impl Trait` argument types cannot be named, so those are left to the bound on
+    // the task's closure or future.
+    let arg_checks = task
+        .args
+        .iter()
+        .filter(|arg| !mentions_impl(arg.ty))
+        .map(|arg| {
+            let ty = arg.ty;
+            quote_spanned!(ty.span()=> #private::assert_arg_send::<#ty>();)
+        });
+    let ret_check = quote_spanned!(ret_span=> #private::assert_output_send::<#ret>(););
+
+    let ret_ident = Ident::new("__concurrency_ret", Span::mixed_site());
+    let (task_type, constructor) = match (task.attribute, task.is_async()) {
+        (Attribute::IoTask, true) => (
+            quote_spanned!(ret_span=>
+                #private::AsyncIoTask<
+                    impl ::core::future::Future<Output = #ret> + ::core::marker::Send + 'static
+                >
+            ),
+            quote!(#private::AsyncIoTask::new(#name, async move {
+                #bindings
+                let #ret_ident: #ret = #block;
+                #ret_ident
+            })),
+        ),
+        (Attribute::IoTask, false) => (
+            quote_spanned!(ret_span=>
+                #private::BlockingIoTask<
+                    impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
+                >
+            ),
+            quote!(#private::BlockingIoTask::new(#name, move || -> #ret {
+                #bindings
+                #block
+            })),
+        ),
+        (Attribute::CpuTask, _) => (
+            quote_spanned!(ret_span=>
+                #private::CpuTask<
+                    impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
+                >
+            ),
+            quote!(#private::CpuTask::new(#name, move || -> #ret {
+                #bindings
+                #block
+            })),
+        ),
+    };
+
+    let fn_token = &sig.fn_token;
+    quote! {
+        #(#attrs)*
+        #vis #fn_token #ident #generics (#(#params),*) -> #task_type #where_clause {
+            #(#arg_checks)*
+            #ret_check
+            #constructor
+        }
+    }
+}
+
+/// Whether a type contains `impl Trait` anywhere (such a type cannot be named in a
+/// turbofish).
+fn mentions_impl(ty: &Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            TokenTree::Ident(ident) => ident == "impl",
+            TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
+}

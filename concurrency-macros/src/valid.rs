@@ -1,0 +1,105 @@
+//! Rules a task function must follow, checked before any code is generated.
+//! Every rule here has a compile-fail case under `tests/ui/`.
+
+use syn::{ReturnType, Type};
+
+use crate::ast::TaskFn;
+use crate::attr::Attribute;
+use crate::errors::Errors;
+
+impl TaskFn<'_> {
+    pub(crate) fn validate(&self) -> syn::Result<()> {
+        let mut errors = Errors::default();
+        let sig = &self.original.sig;
+        let display = self.attribute.display();
+
+        if let (Attribute::CpuTask, Some(token)) = (self.attribute, &sig.asyncness) {
+            errors.spanned(
+                token,
+                "#[cpu_task] cannot be used on an `async fn`: cpu tasks run on rayon's threads, \
+                 which do not poll futures\n\
+                 help: use #[io_task] for async work, or remove `async` to make it a cpu task",
+            );
+        }
+        if let Some(token) = &sig.constness {
+            errors.spanned(
+                token,
+                format_args!("{display} cannot be used on a `const fn`"),
+            );
+        }
+        if let Some(token) = &sig.unsafety {
+            errors.spanned(
+                token,
+                format_args!(
+                    "{display} cannot be used on an `unsafe fn`: the task's caller could not \
+                     uphold its safety contract on another thread"
+                ),
+            );
+        }
+        if let Some(abi) = &sig.abi {
+            errors.spanned(
+                abi,
+                format_args!("{display} cannot be used on an `extern` function"),
+            );
+        }
+        if let Some(variadic) = &sig.variadic {
+            errors.spanned(
+                variadic,
+                format_args!("{display} cannot be used on a variadic function"),
+            );
+        }
+        if let Some(receiver) = self.receiver {
+            errors.spanned(
+                receiver,
+                format_args!(
+                    "{display} cannot be used on a method with a `self` receiver: the task moves its \
+                     arguments to another thread\n\
+                     help: make it an associated function that takes owned data, e.g. \
+                     `fn run(this: Arc<Self>)`, or a free function"
+                ),
+            );
+        }
+        for arg in &self.args {
+            if let Some(reference) = borrowed(arg.ty) {
+                errors.spanned(
+                    reference,
+                    "task arguments must be owned: the task runs on another thread and may outlive \
+                     the caller's borrow\n\
+                     help: take an owned value instead (`String` for `&str`, `Vec<T>` for `&[T]`, \
+                     or an `Arc<T>`)",
+                );
+            }
+        }
+        if let ReturnType::Type(_, ty) = &sig.output {
+            if let Some(reference) = borrowed(ty) {
+                errors.spanned(
+                    reference,
+                    "a task must return an owned value: its result crosses threads\n\
+                     help: return `String` for `&str`, `Vec<T>` for `&[T]`, or an `Arc<T>`",
+                );
+            }
+            if let Type::ImplTrait(impl_trait) = &**ty {
+                errors.spanned(
+                    impl_trait,
+                    format_args!(
+                        "{display} functions must return a concrete type, not `impl Trait`"
+                    ),
+                );
+            }
+        }
+        errors.finish()
+    }
+}
+
+/// The reference type at the top of `ty`, unless it is `&'static`.
+fn borrowed(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(reference) => match &reference.lifetime {
+            Some(lifetime) if lifetime.ident == "static" => None,
+            _ => Some(ty),
+        },
+        Type::Paren(inner) => borrowed(&inner.elem),
+        Type::Group(inner) => borrowed(&inner.elem),
+        _ => None,
+    }
+}

@@ -1,0 +1,168 @@
+//! Declare where each task of a concurrent workflow runs, on the function, and run
+//! them together with one macro.
+//!
+//! ```
+//! use concurrency_runtime::{cpu_task, io_task, run_concurrently};
+//!
+//! #[io_task]
+//! async fn fetch(delay_ms: u64) -> String {
+//!     tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+//!     format!("data after {delay_ms} ms")
+//! }
+//!
+//! #[io_task]
+//! fn download(url: String) -> usize {
+//!     url.len() // blocking I/O would go here: it runs on a blocking thread
+//! }
+//!
+//! #[cpu_task]
+//! fn crunch(n: u64) -> u64 {
+//!     (0..n).map(|i| i * i).sum()
+//! }
+//!
+//! let (data, size, sum) = run_concurrently!(fetch(10), download("http://x/1".into()), crunch(4));
+//! assert_eq!((data.as_str(), size, sum), ("data after 10 ms", 10, 14));
+//! ```
+//!
+//! | annotation | runs on |
+//! |---|---|
+//! | `#[io_task] async fn` | a tokio async task ([`AsyncIoTask`]) |
+//! | `#[io_task] fn` | a thread of tokio's blocking pool ([`BlockingIoTask`]) |
+//! | `#[cpu_task] fn` | rayon's work-stealing pool ([`CpuTask`]) |
+//!
+//! No runtime needs to be set up: a tokio runtime is built lazily, once, on first
+//! use, and rayon's global pool serves CPU tasks. Under your own tokio runtime,
+//! use the async form, `run_concurrently!(async; ...).await`.
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod error;
+mod executor;
+mod group;
+mod task;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use error::{TaskError, TaskErrorKind};
+pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, Task, TaskFuture, TaskKind};
+
+/// Marks a function as an I/O task.
+///
+/// - On an `async fn`: each call is an async task on tokio ([`AsyncIoTask`]).
+/// - On a plain `fn` (blocking I/O: files, blocking sockets, sleeping, FFI that
+///   waits): each call runs on a thread of tokio's blocking pool ([`BlockingIoTask`]),
+///   never on an async worker and never on rayon's pool.
+///
+/// Calling the function returns a task value and runs nothing yet; `.await` it,
+/// `.run()` it, or pass it to [`run_concurrently!`]. `.run_inline()` runs just the
+/// body, for unit tests.
+///
+/// # Options
+///
+/// - `name = "..."`: the task's name in errors (default: the function's name).
+///
+/// # Requirements
+///
+/// Arguments are moved to the task, so they must be owned (`'static`) and `Send`, and
+/// so must the result. Generic functions work (add `Send + 'static` bounds); methods
+/// with a `self` receiver are rejected at compile time.
+///
+/// ```
+/// use concurrency_runtime::io_task;
+///
+/// /// Doc comments, attributes and visibility are kept.
+/// #[io_task(name = "fetch-user")]
+/// pub async fn fetch_user(id: u32) -> String {
+///     format!("user {id}")
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(fetch_user(7).await, "user 7");
+/// assert_eq!(fetch_user(7).name(), "fetch-user");
+/// # }
+/// ```
+#[doc(inline)]
+pub use concurrency_macros::io_task;
+
+/// Marks a function as a CPU-bound task: each call runs on rayon's work-stealing
+/// pool ([`CpuTask`]), never on a tokio worker.
+///
+/// Calling the function returns a task value and runs nothing yet; `.await` it,
+/// `.run()` it, or pass it to [`run_concurrently!`]. `.run_inline()` runs just the
+/// body on the current thread, for unit tests.
+///
+/// # Options
+///
+/// - `name = "..."`: the task's name in errors (default: the function's name).
+///
+/// `#[cpu_task]` on an `async fn` is a compile error: use [`io_task`] for async work.
+///
+/// ```
+/// use concurrency_runtime::cpu_task;
+///
+/// #[cpu_task]
+/// fn count_primes(limit: u32) -> usize {
+///     (2..limit).filter(|n| (2..*n).take_while(|d| d * d <= *n).all(|d| n % d != 0)).count()
+/// }
+///
+/// assert_eq!(count_primes(100).run(), 25);
+/// assert_eq!(count_primes(100).run_inline(), 25);
+/// ```
+#[doc(inline)]
+pub use concurrency_macros::cpu_task;
+
+/// Starts every task at once, waits for all of them, and returns their results.
+///
+/// # Forms
+///
+/// | form | returns |
+/// |---|---|
+/// | `run_concurrently!(a(1), b(2), ...)` | blocks the calling thread; a tuple in argument order |
+/// | `run_concurrently!(a(1))` | the single task's value |
+/// | `run_concurrently!(async; a(1), b(2), ...)` | a future of that tuple, for async code |
+/// | `run_concurrently!(for iter)` | a `Vec` of every task's value, in input order |
+/// | `run_concurrently!(async; for iter)` | a future of that `Vec` |
+///
+/// Each argument must be a call to an `#[io_task]` or `#[cpu_task]` function (or a
+/// method call returning such a task); the calls are evaluated in order, at the
+/// macro's site, then all tasks start. The iterator of the collection form yields
+/// tasks of one function, e.g. `urls.into_iter().map(download)`.
+///
+/// The synchronous form needs no runtime. Inside async code, use the `async;` form
+/// and `.await` it: the synchronous form would block the executor thread (on a
+/// multi-threaded tokio runtime it uses `block_in_place`, so it still works, but
+/// the async form is the right tool).
+///
+/// # Panics
+///
+/// If a task panics, the other tasks still run to completion; then the panic
+/// resumes in the caller with a message naming the task, e.g.
+/// ``task `crunch` panicked: attempt to divide by zero``. With several failures,
+/// the first in argument order is reported.
+///
+/// ```
+/// use concurrency_runtime::{cpu_task, io_task, run_concurrently};
+///
+/// #[io_task]
+/// fn download(url: String) -> usize {
+///     url.len()
+/// }
+///
+/// #[cpu_task]
+/// fn crunch(n: u64) -> u64 {
+///     n * 2
+/// }
+///
+/// let urls = vec!["a".to_string(), "bb".to_string(), "ccc".to_string()];
+/// let sizes = run_concurrently!(for urls.into_iter().map(download));
+/// assert_eq!(sizes, [1, 2, 3]);
+///
+/// # #[tokio::main] async fn main() {
+/// let (size, doubled) = run_concurrently!(async; download("abcd".into()), crunch(21)).await;
+/// assert_eq!((size, doubled), (4, 42));
+/// # }
+/// ```
+#[doc(inline)]
+pub use concurrency_macros::run_concurrently;

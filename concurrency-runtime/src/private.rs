@@ -1,0 +1,52 @@
+//! Used by the code the macros generate. Not public API: anything here may change in
+//! any release (the macro crate is pinned with `=`).
+
+pub use crate::executor::block_on_group;
+pub use crate::group::{Child, run_all, value, values};
+pub use crate::task::{AsyncIoTask, BlockingIoTask, CpuTask, Task};
+
+use crate::task::TaskKind;
+
+/// Identity, so that a call that does not return a task is reported under that call.
+#[inline(always)]
+pub fn as_task<T: Task>(task: T) -> T {
+    task
+}
+
+/// Collects the collection form's tasks; a non-task item is reported here.
+pub fn collect_tasks<I>(tasks: I) -> Vec<I::Item>
+where
+    I: IntoIterator,
+    I::Item: Task,
+{
+    tasks.into_iter().collect()
+}
+
+/// Whether a collection's tasks need a tokio runtime to be polled on.
+pub fn any_async<T: Task>(_: &[T]) -> bool {
+    T::KIND == TaskKind::AsyncIo
+}
+
+/// Compile-time check that a task argument can move to another thread.
+#[diagnostic::on_unimplemented(
+    message = "task argument `{Self}` cannot be sent to the thread that runs the task",
+    label = "this argument type is not `Send`",
+    note = "a task runs on another thread: use thread-safe types (`Arc` instead of `Rc`, `Mutex` instead of `RefCell`), or add a `Send` bound to a generic parameter"
+)]
+pub trait SendArgument {}
+impl<T: Send + ?Sized> SendArgument for T {}
+
+/// Compile-time check that a task's result can come back to the caller's thread.
+#[diagnostic::on_unimplemented(
+    message = "task result `{Self}` cannot be sent back from the thread that runs the task",
+    label = "this result type is not `Send`",
+    note = "a task runs on another thread: return thread-safe types (`Arc` instead of `Rc`), or add a `Send` bound to a generic parameter"
+)]
+pub trait SendOutput {}
+impl<T: Send + ?Sized> SendOutput for T {}
+
+#[inline(always)]
+pub fn assert_arg_send<T: SendArgument + ?Sized>() {}
+
+#[inline(always)]
+pub fn assert_output_send<T: SendOutput + ?Sized>() {}

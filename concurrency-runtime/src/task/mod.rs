@@ -1,0 +1,252 @@
+//! Task values: what calling an annotated function returns.
+//!
+//! Calling a `#[io_task]` or `#[cpu_task]` function runs nothing yet: it evaluates
+//! the arguments and returns a task value that knows its name and its executor.
+//! The task runs when it is
+//!
+//! - awaited (`fetch(2).await`) in async code,
+//! - `.run()` in synchronous code (blocks until done), or
+//! - passed to [`run_concurrently!`](crate::run_concurrently) with others.
+//!
+//! `.run_inline()` runs the body itself, on the current thread, with no executor:
+//! that is the way to unit-test a task's logic.
+
+mod async_io;
+mod blocking_io;
+mod cpu;
+mod joined;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub use async_io::AsyncIoTask;
+pub use blocking_io::BlockingIoTask;
+pub use cpu::CpuTask;
+pub(crate) use joined::Joined;
+
+use crate::error::TaskError;
+
+/// Where a task runs, as chosen by its annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskKind {
+    /// `#[io_task] async fn`: polled as an async task on tokio.
+    AsyncIo,
+    /// `#[io_task] fn`: a thread of tokio's blocking pool.
+    BlockingIo,
+    /// `#[cpu_task] fn`: rayon's work-stealing pool.
+    Cpu,
+}
+
+impl TaskKind {
+    /// Whether the task is a future (and so needs a tokio runtime to be polled on).
+    pub const fn is_async(self) -> bool {
+        matches!(self, TaskKind::AsyncIo)
+    }
+
+    /// The kind of task whose body is running on the current thread right now, if
+    /// any: handy for logging where work ran.
+    ///
+    /// ```
+    /// use concurrency_runtime::{TaskKind, cpu_task};
+    ///
+    /// #[cpu_task]
+    /// fn whereami() -> Option<TaskKind> {
+    ///     TaskKind::current()
+    /// }
+    ///
+    /// assert_eq!(whereami().run(), Some(TaskKind::Cpu));
+    /// assert_eq!(TaskKind::current(), None);
+    /// ```
+    pub fn current() -> Option<TaskKind> {
+        CURRENT.get()
+    }
+
+    /// Runs `f` with [`TaskKind::current`] reporting `self`.
+    pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<TaskKind>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.set(self.0);
+            }
+        }
+        let _restore = Restore(CURRENT.replace(Some(self)));
+        f()
+    }
+
+    /// A short description of the executor, e.g. `"tokio async task"`.
+    pub const fn executor(self) -> &'static str {
+        match self {
+            TaskKind::AsyncIo => "tokio async task",
+            TaskKind::BlockingIo => "tokio blocking thread",
+            TaskKind::Cpu => "rayon pool",
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.executor())
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<Option<TaskKind>> = const { std::cell::Cell::new(None) };
+}
+
+/// How a task is started; only async tasks distinguish the two.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Poll the future inside the group's own future (like `tokio::join!`).
+    Inline,
+    /// Spawn the future as its own tokio task (like a `JoinSet`), for large groups.
+    Spawned,
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A task value: the result of calling a `#[io_task]` or `#[cpu_task]` function.
+///
+/// Implemented by [`AsyncIoTask`], [`BlockingIoTask`] and [`CpuTask`] only; use it to
+/// accept any task in your own helpers.
+///
+/// ```
+/// use concurrency_runtime::{Task, cpu_task};
+///
+/// #[cpu_task]
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// fn describe(task: &impl Task) -> String {
+///     format!("{} runs on the {}", task.name(), task.kind())
+/// }
+///
+/// assert_eq!(describe(&square(3)), "square runs on the rayon pool");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a task",
+    label = "expected a call to a #[io_task] or #[cpu_task] function",
+    note = "annotate the function with #[io_task] (I/O) or #[cpu_task] (CPU-bound work) so that calling it returns a task"
+)]
+pub trait Task: sealed::Sealed + Send + 'static {
+    /// The value the task's body returns.
+    type Output: Send + 'static;
+
+    /// The future that drives a started task.
+    #[doc(hidden)]
+    type Running: Future<Output = Result<Self::Output, TaskError>> + Send + 'static;
+
+    /// Where this kind of task runs.
+    const KIND: TaskKind;
+
+    /// The task's name: the `name = "..."` option, or the function's name.
+    fn name(&self) -> &'static str;
+
+    /// Where the task runs.
+    fn kind(&self) -> TaskKind {
+        Self::KIND
+    }
+
+    /// Starts the task on its executor.
+    #[doc(hidden)]
+    fn start(self, start: Start) -> Self::Running;
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an awaited task (`task.await`): it resolves to the task's value,
+    /// or panics, naming the task, if the task panicked.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct TaskFuture<R> {
+        #[pin]
+        running: R,
+    }
+}
+
+impl<R, T> Future for TaskFuture<R>
+where
+    R: Future<Output = Result<T, TaskError>>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project().running.poll(cx) {
+            Poll::Ready(Ok(value)) => Poll::Ready(value),
+            Poll::Ready(Err(error)) => panic!("{error}"),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<R> fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFuture").finish_non_exhaustive()
+    }
+}
+
+/// Runs one task to completion from synchronous code.
+#[track_caller]
+fn run<T: Task>(task: T) -> T::Output {
+    crate::group::value(crate::executor::block_on_group(
+        T::KIND.is_async(),
+        task.start(Start::Inline),
+    ))
+}
+
+/// The parts every task type shares: its name, `run`, `IntoFuture`, `Debug`.
+macro_rules! task_common {
+    ($task:ident) => {
+        impl<F> $task<F> {
+            /// Runs the task on its executor and blocks the current thread until it is done.
+            ///
+            /// For synchronous code: no runtime needs to be set up. In async code,
+            /// `.await` the task instead.
+            ///
+            /// # Panics
+            ///
+            /// If the task panics, with a message that names the task.
+            #[track_caller]
+            pub fn run(self) -> <Self as crate::task::Task>::Output
+            where
+                Self: crate::task::Task,
+            {
+                crate::task::run(self)
+            }
+
+            /// The task's name: the `name = "..."` option, or the function's name.
+            pub fn name(&self) -> &'static str {
+                self.name
+            }
+        }
+
+        impl<F> ::std::future::IntoFuture for $task<F>
+        where
+            Self: crate::task::Task,
+        {
+            type Output = <Self as crate::task::Task>::Output;
+            type IntoFuture = crate::task::TaskFuture<<Self as crate::task::Task>::Running>;
+
+            fn into_future(self) -> Self::IntoFuture {
+                crate::task::TaskFuture {
+                    running: crate::task::Task::start(self, crate::task::Start::Inline),
+                }
+            }
+        }
+
+        impl<F> ::std::fmt::Debug for $task<F> {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($task))
+                    .field("name", &self.name)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<F> crate::task::sealed::Sealed for $task<F> {}
+    };
+}
+pub(crate) use task_common;

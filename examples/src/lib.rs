@@ -1,0 +1,1 @@
+//! Examples of `concurrency-runtime`: see the `[[example]]` targets.

@@ -1,0 +1,1 @@
+//! Integration and compile-fail tests of `concurrency-runtime` (see `[[test]]`).
