@@ -1,1 +1,175 @@
+//! Each annotation runs its task on the executor it names, and tasks of a group run
+//! at the same time (proved with barriers, not timing).
 
+mod support;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Barrier};
+
+use concurrency_runtime::{TaskKind, cpu_task, io_task, run_concurrently};
+use support::{watchdog, whole_rayon_pool};
+
+/// What a task saw of the thread it ran on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    tokio_context: bool,
+    rayon_index: Option<usize>,
+    /// `Handle::block_on` panics on a tokio async worker thread and works elsewhere.
+    async_worker: bool,
+    kind: Option<TaskKind>,
+}
+
+fn seen() -> Seen {
+    let handle = tokio::runtime::Handle::try_current();
+    let async_worker = match &handle {
+        Ok(handle) => catch_unwind(AssertUnwindSafe(|| handle.block_on(async {}))).is_err(),
+        Err(_) => false,
+    };
+    Seen {
+        tokio_context: handle.is_ok(),
+        rayon_index: rayon::current_thread_index(),
+        async_worker,
+        kind: TaskKind::current(),
+    }
+}
+
+#[io_task]
+async fn async_probe() -> Seen {
+    Seen {
+        tokio_context: tokio::runtime::Handle::try_current().is_ok(),
+        rayon_index: rayon::current_thread_index(),
+        // Inside a spawned tokio task (a `block_on` future is not one).
+        async_worker: tokio::task::try_id().is_some(),
+        kind: TaskKind::current(),
+    }
+}
+
+#[io_task]
+fn blocking_probe() -> Seen {
+    seen()
+}
+
+#[cpu_task]
+fn cpu_probe() -> Seen {
+    seen()
+}
+
+#[test]
+fn async_io_task_runs_in_a_tokio_task() {
+    let seen = watchdog(|| async_probe().run());
+    assert!(seen.tokio_context, "{seen:?}");
+    assert!(
+        seen.async_worker,
+        "polled as part of a tokio task: {seen:?}"
+    );
+    assert_eq!(seen.rayon_index, None);
+    assert_eq!(seen.kind, Some(TaskKind::AsyncIo));
+}
+
+#[test]
+fn blocking_io_task_runs_on_a_blocking_thread() {
+    let seen = watchdog(|| blocking_probe().run());
+    assert!(
+        seen.tokio_context,
+        "blocking threads belong to the tokio runtime: {seen:?}"
+    );
+    assert!(
+        !seen.async_worker,
+        "must not run on an async worker: {seen:?}"
+    );
+    assert_eq!(seen.rayon_index, None, "must not run on rayon: {seen:?}");
+    assert_eq!(seen.kind, Some(TaskKind::BlockingIo));
+}
+
+#[test]
+fn cpu_task_runs_on_rayon() {
+    let seen = watchdog(|| cpu_probe().run());
+    assert!(seen.rayon_index.is_some(), "{seen:?}");
+    assert!(
+        !seen.tokio_context,
+        "must not run on a tokio thread: {seen:?}"
+    );
+    assert_eq!(seen.kind, Some(TaskKind::Cpu));
+}
+
+#[test]
+fn placement_holds_inside_a_mixed_group_and_under_a_user_runtime() {
+    let (a, b, c) = watchdog(|| run_concurrently!(async_probe(), blocking_probe(), cpu_probe()));
+    assert_eq!(a.kind, Some(TaskKind::AsyncIo));
+    assert!(a.tokio_context && a.async_worker);
+    assert!(!b.async_worker && b.rayon_index.is_none());
+    assert!(c.rayon_index.is_some() && !c.tokio_context);
+
+    let (a, b, c) = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            run_concurrently!(async; async_probe(), blocking_probe(), cpu_probe()).await
+        })
+    });
+    assert!(a.tokio_context && a.kind == Some(TaskKind::AsyncIo));
+    assert!(!b.async_worker && b.rayon_index.is_none());
+    assert!(c.rayon_index.is_some() && !c.tokio_context);
+}
+
+#[io_task]
+fn meet_blocking(barrier: Arc<Barrier>) -> bool {
+    barrier.wait();
+    rayon::current_thread_index().is_none()
+}
+
+#[test]
+fn blocking_tasks_run_side_by_side_past_the_core_count() {
+    // 16 tasks that can only finish together: they would deadlock if run one by
+    // one or on a pool capped at the core count.
+    const N: usize = 16;
+    let results = watchdog(|| {
+        let barrier = Arc::new(Barrier::new(N));
+        run_concurrently!(for (0..N).map(|_| meet_blocking(Arc::clone(&barrier))))
+    });
+    assert_eq!(results, vec![true; N]);
+}
+
+#[io_task]
+async fn meet_async(barrier: Arc<tokio::sync::Barrier>) -> usize {
+    barrier.wait().await;
+    1
+}
+
+#[test]
+fn async_tasks_run_concurrently() {
+    let total = watchdog(|| {
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let (a, b, c) = run_concurrently!(
+            meet_async(Arc::clone(&barrier)),
+            meet_async(Arc::clone(&barrier)),
+            meet_async(Arc::clone(&barrier)),
+        );
+        let barrier = Arc::new(tokio::sync::Barrier::new(200));
+        let all = run_concurrently!(for (0..200).map(|_| meet_async(Arc::clone(&barrier))));
+        a + b + c + all.iter().sum::<usize>()
+    });
+    assert_eq!(total, 203);
+}
+
+#[cpu_task]
+fn meet_cpu(barrier: Arc<Barrier>) -> Option<usize> {
+    barrier.wait();
+    rayon::current_thread_index()
+}
+
+#[test]
+fn cpu_tasks_run_in_parallel_up_to_rayons_thread_count() {
+    let _pool = whole_rayon_pool();
+    let threads = rayon::current_num_threads();
+    let indices = watchdog(move || {
+        let barrier = Arc::new(Barrier::new(threads));
+        run_concurrently!(for (0..threads).map(|_| meet_cpu(Arc::clone(&barrier))))
+    });
+    let mut indices: Vec<usize> = indices.into_iter().map(|i| i.expect("on rayon")).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), threads, "each task on its own rayon thread");
+}

@@ -1,1 +1,374 @@
+//! `run_concurrently!` and task values: results, callers, nesting, panics.
 
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use concurrency_runtime::{TaskKind, cpu_task, io_task, run_concurrently};
+use support::{expect_panic, watchdog, whole_rayon_pool};
+
+#[io_task]
+async fn greet(name: String) -> String {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    format!("hello {name}")
+}
+
+#[io_task]
+fn read_bytes(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+#[cpu_task]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[cpu_task]
+fn pair(a: bool, b: char) -> (bool, char) {
+    (a, b)
+}
+
+#[io_task]
+async fn identity(i: usize) -> usize {
+    tokio::task::yield_now().await;
+    i
+}
+
+#[io_task]
+fn identity_blocking(i: usize) -> usize {
+    i
+}
+
+#[cpu_task]
+fn identity_cpu(i: usize) -> usize {
+    i
+}
+
+#[test]
+fn results_come_back_in_argument_order_with_mixed_types() {
+    let (text, bytes, sq, tuple, unit) = watchdog(|| {
+        run_concurrently!(
+            greet("a".into()),
+            read_bytes(3),
+            square(9),
+            pair(true, 'x'),
+            read_bytes(0)
+        )
+    });
+    assert_eq!(text, "hello a");
+    assert_eq!(bytes, vec![7, 7, 7]);
+    assert_eq!(sq, 81);
+    assert_eq!(tuple, (true, 'x'));
+    assert!(unit.is_empty());
+}
+
+#[test]
+fn a_single_task_returns_its_value() {
+    let value: u64 = watchdog(|| run_concurrently!(square(12)));
+    assert_eq!(value, 144);
+    let text: String = watchdog(|| run_concurrently!(greet("one".into()),));
+    assert_eq!(text, "hello one");
+}
+
+#[test]
+fn sixteen_tasks_in_one_call() {
+    let all = watchdog(|| {
+        run_concurrently!(
+            identity(0),
+            identity_blocking(1),
+            identity_cpu(2),
+            identity(3),
+            identity_blocking(4),
+            identity_cpu(5),
+            identity(6),
+            identity_blocking(7),
+            identity_cpu(8),
+            identity(9),
+            identity_blocking(10),
+            identity_cpu(11),
+            identity(12),
+            identity_blocking(13),
+            identity_cpu(14),
+            identity(15),
+        )
+    });
+    let (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15) = all;
+    let all = [
+        a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15,
+    ];
+    assert_eq!(all, std::array::from_fn::<usize, 16, _>(|i| i));
+}
+
+#[test]
+fn collection_form_keeps_input_order_for_1000_tasks_of_each_kind() {
+    let expected: Vec<usize> = (0..1000).collect();
+    let (a, b, c) = watchdog(|| {
+        (
+            run_concurrently!(for (0..1000).map(identity)),
+            run_concurrently!(for (0..1000).map(identity_blocking)),
+            run_concurrently!(for (0..1000).map(identity_cpu)),
+        )
+    });
+    assert_eq!(a, expected);
+    assert_eq!(b, expected);
+    assert_eq!(c, expected);
+    let none: Vec<usize> = run_concurrently!(for Vec::<usize>::new().into_iter().map(identity_cpu));
+    assert!(none.is_empty());
+}
+
+#[test]
+fn a_task_runs_alone_in_sync_code_and_its_body_runs_inline() {
+    watchdog(|| {
+        assert_eq!(square(5).run(), 25);
+        assert_eq!(read_bytes(2).run(), vec![7, 7]);
+        assert_eq!(greet("x".into()).run(), "hello x");
+        // The plain body, on this thread, for unit tests.
+        assert_eq!(square(5).run_inline(), 25);
+        assert_eq!(read_bytes(1).run_inline(), vec![7]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        assert_eq!(runtime.block_on(greet("y".into()).run_inline()), "hello y");
+        assert_eq!(square(5).name(), "square");
+        assert_eq!(greet("z".into()).name(), "greet");
+    });
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_form_under_a_current_thread_runtime() {
+    let (text, bytes, sq) = tokio::time::timeout(support::WATCHDOG, async {
+        run_concurrently!(async; greet("ct".into()), read_bytes(1), square(3)).await
+    })
+    .await
+    .expect("hang");
+    assert_eq!((text.as_str(), bytes, sq), ("hello ct", vec![7], 9));
+    // A task on its own is awaited.
+    assert_eq!(square(4).await, 16);
+    assert_eq!(greet("await".into()).await, "hello await");
+    let all = run_concurrently!(async; for (0..100).map(identity)).await;
+    assert_eq!(all, (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_forms_under_a_multi_thread_runtime() {
+    let (text, sq) = run_concurrently!(async; greet("mt".into()), square(3)).await;
+    assert_eq!((text.as_str(), sq), ("hello mt", 9));
+    // The synchronous form also works here: it steps off the worker first.
+    let (text, sq) = run_concurrently!(greet("sync".into()), square(4));
+    assert_eq!((text.as_str(), sq), ("hello sync", 16));
+}
+
+#[io_task]
+fn wait_for_signal(signal: Arc<std::sync::Mutex<mpsc::Receiver<u32>>>) -> u32 {
+    signal.lock().expect("lock").recv().expect("signal")
+}
+
+#[test]
+fn the_async_form_does_not_block_the_callers_reactor() {
+    // The blocking task can only finish after a task spawned on the caller's own
+    // single-threaded runtime has run: that needs the group's await to yield.
+    let value = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (sender, receiver) = mpsc::channel();
+            let receiver = Arc::new(std::sync::Mutex::new(receiver));
+            tokio::spawn(async move { sender.send(42).expect("send") });
+            run_concurrently!(async; wait_for_signal(receiver)).await
+        })
+    });
+    assert_eq!(value, 42);
+}
+
+#[cpu_task]
+fn cpu_that_runs_io(n: usize) -> (usize, usize, usize) {
+    let (a, b, c) = run_concurrently!(identity(n), identity_blocking(n + 1), identity_cpu(n + 2));
+    assert_eq!(TaskKind::current(), Some(TaskKind::Cpu));
+    (a, b, c)
+}
+
+#[io_task]
+fn blocking_that_runs_cpu(n: u64) -> u64 {
+    let (a, b) = run_concurrently!(square(n), square(n + 1));
+    a + b
+}
+
+#[io_task]
+async fn async_that_runs_cpu(n: u64) -> u64 {
+    let (a, b) = run_concurrently!(async; square(n), greet("nested".into())).await;
+    a + b.len() as u64
+}
+
+#[test]
+fn tasks_run_other_tasks() {
+    let (a, b, c) = watchdog(|| {
+        run_concurrently!(
+            cpu_that_runs_io(1),
+            blocking_that_runs_cpu(2),
+            async_that_runs_cpu(3)
+        )
+    });
+    assert_eq!(a, (1, 2, 3));
+    assert_eq!(b, 4 + 9);
+    assert_eq!(c, 9 + "hello nested".len() as u64);
+}
+
+#[cpu_task]
+fn nested_fan_out(depth: u32) -> u64 {
+    if depth == 0 {
+        return 1;
+    }
+    let (a, b, c) = run_concurrently!(
+        nested_fan_out(depth - 1),
+        nested_fan_out(depth - 1),
+        identity(1)
+    );
+    a + b + c as u64
+}
+
+#[test]
+fn nested_groups_do_not_deadlock_a_saturated_rayon_pool() {
+    let _pool = whole_rayon_pool();
+    // Every rayon thread ends up waiting on a nested group whose cpu tasks need a
+    // rayon thread: the waiting threads must run those jobs themselves.
+    let threads = rayon::current_num_threads();
+    let results =
+        watchdog(move || run_concurrently!(for (0..threads * 4).map(|_| nested_fan_out(4))));
+    // Each level: 2 children + 1 => f(d) = 2 f(d-1) + 1, f(0) = 1 => f(4) = 31.
+    assert_eq!(results, vec![31; threads * 4]);
+}
+
+#[cpu_task(name = "explode")]
+fn explodes(message: String) -> u64 {
+    panic!("{message}")
+}
+
+#[io_task]
+async fn explodes_async() -> u64 {
+    tokio::task::yield_now().await;
+    panic!("async boom")
+}
+
+#[io_task]
+fn explodes_blocking() -> u64 {
+    panic!("blocking boom")
+}
+
+#[io_task]
+fn sibling(done: Arc<AtomicUsize>, gate: Arc<std::sync::Mutex<mpsc::Receiver<()>>>) -> u64 {
+    // Wait until the failing task has started failing, then finish.
+    let _ = gate.lock().expect("lock").recv_timeout(support::WATCHDOG);
+    done.fetch_add(1, Ordering::SeqCst);
+    1
+}
+
+#[cpu_task]
+fn panics_after_signal(gate: mpsc::Sender<()>) -> u64 {
+    let _ = gate.send(());
+    panic!("after signal")
+}
+
+#[test]
+fn a_panic_names_the_task_after_the_siblings_finish() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let (sender, receiver) = mpsc::channel();
+    let gate = Arc::new(std::sync::Mutex::new(receiver));
+    let counter = Arc::clone(&done);
+    let message = watchdog(move || {
+        expect_panic(|| {
+            let _ = run_concurrently!(
+                sibling(Arc::clone(&counter), Arc::clone(&gate)),
+                panics_after_signal(sender),
+                sibling(Arc::clone(&counter), gate),
+            );
+        })
+    });
+    assert_eq!(message, "task `panics_after_signal` panicked: after signal");
+    // Both siblings ran to completion before the panic reached the caller: the
+    // first was released by the failing task's signal, the second when the sender
+    // was dropped.
+    assert_eq!(done.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn panics_of_every_kind_name_their_task() {
+    let cpu = watchdog(|| {
+        expect_panic(|| {
+            let _ = run_concurrently!(explodes("cpu boom".into()), square(1));
+        })
+    });
+    assert_eq!(cpu, "task `explode` panicked: cpu boom");
+    let io = watchdog(|| {
+        expect_panic(|| {
+            let _ = run_concurrently!(square(1), explodes_async());
+        })
+    });
+    assert_eq!(io, "task `explodes_async` panicked: async boom");
+    let blocking = watchdog(|| {
+        expect_panic(|| {
+            let _ = explodes_blocking().run();
+        })
+    });
+    assert_eq!(blocking, "task `explodes_blocking` panicked: blocking boom");
+    let each = watchdog(|| {
+        expect_panic(|| drop(run_concurrently!(for ["a", "b"].map(|m| explodes(m.to_string())))))
+    });
+    assert_eq!(each, "task `explode` panicked: a");
+    // The process and the runtime are fine afterwards.
+    assert_eq!(
+        watchdog(|| run_concurrently!(square(3), greet("after".into()))),
+        (9, "hello after".into())
+    );
+}
+
+#[tokio::test]
+async fn an_awaited_task_that_panics_names_it() {
+    let handle = tokio::spawn(async { explodes_async().await });
+    let payload = handle.await.expect_err("panics").into_panic();
+    assert_eq!(
+        support::panic_message(payload.as_ref()),
+        "task `explodes_async` panicked: async boom"
+    );
+}
+
+/// Generic functions, associated functions and argument patterns.
+#[cpu_task]
+fn largest<T: PartialOrd + Copy + Send + 'static>(items: Vec<T>) -> Option<T> {
+    items.into_iter().fold(None, |best, x| match best {
+        Some(b) if b >= x => Some(b),
+        _ => Some(x),
+    })
+}
+
+struct Pipeline;
+
+impl Pipeline {
+    #[io_task]
+    fn stage((a, b): (u32, u32), mut scale: u32) -> u32 {
+        scale += 1;
+        (a + b) * scale
+    }
+
+    #[cpu_task]
+    fn new_value() -> Self {
+        Pipeline
+    }
+}
+
+#[test]
+fn generic_functions_associated_functions_and_patterns_work() {
+    let (max, staged, _pipeline) = watchdog(|| {
+        run_concurrently!(
+            largest(vec![3, 9, 2]),
+            Pipeline::stage((1, 2), 1),
+            Pipeline::new_value()
+        )
+    });
+    assert_eq!(max, Some(9));
+    assert_eq!(staged, 6);
+}

@@ -3,7 +3,7 @@
 use std::fmt::Display;
 
 use proc_macro2::TokenStream;
-use quote::ToTokens;
+use quote::{ToTokens, quote};
 
 /// An accumulator of `syn::Error`s, folded into one at the end.
 #[derive(Default)]
@@ -41,4 +41,11 @@ pub(crate) fn with_original(error: syn::Error, original: TokenStream) -> TokenSt
     let mut tokens = error.into_compile_error();
     tokens.extend(original);
     tokens
+}
+
+/// Errors in expression position: a block holding every `compile_error!`, ending in
+/// an expression of type `!` so that the surrounding code gets no follow-on errors.
+pub(crate) fn in_expression(error: syn::Error) -> TokenStream {
+    let errors = error.into_compile_error();
+    quote!({ #errors; loop {} })
 }

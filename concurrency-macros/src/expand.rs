@@ -66,6 +66,7 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
             quote!(#private::AsyncIoTask::new(#name, async move {
                 #bindings
                 let #ret_ident: #ret = #block;
+                #[allow(unreachable_code)]
                 #ret_ident
             })),
         ),

@@ -38,7 +38,7 @@ pub fn run_concurrently(input: TokenStream) -> TokenStream {
     concurrently::parse(input.into())
         .and_then(concurrently::Invocation::validate)
         .map(|checked| checked.expand())
-        .unwrap_or_else(syn::Error::into_compile_error)
+        .unwrap_or_else(errors::in_expression)
         .into()
 }
 

@@ -41,6 +41,11 @@ mod executor;
 mod group;
 mod task;
 
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -155,14 +160,22 @@ pub use concurrency_macros::cpu_task;
 ///     n * 2
 /// }
 ///
+/// // Synchronous code: no runtime to set up.
+/// let (size, doubled) = run_concurrently!(download("abcd".into()), crunch(21));
+/// assert_eq!((size, doubled), (4, 42));
+///
 /// let urls = vec!["a".to_string(), "bb".to_string(), "ccc".to_string()];
 /// let sizes = run_concurrently!(for urls.into_iter().map(download));
 /// assert_eq!(sizes, [1, 2, 3]);
 ///
-/// # #[tokio::main] async fn main() {
+/// // Async code, e.g. under `#[tokio::main]`:
+/// # let runtime = tokio::runtime::Runtime::new().unwrap();
+/// # runtime.block_on(async {
 /// let (size, doubled) = run_concurrently!(async; download("abcd".into()), crunch(21)).await;
 /// assert_eq!((size, doubled), (4, 42));
-/// # }
+/// let sizes = run_concurrently!(async; for (1..4).map(|n| crunch(n))).await;
+/// assert_eq!(sizes, [2, 4, 6]);
+/// # });
 /// ```
 #[doc(inline)]
 pub use concurrency_macros::run_concurrently;

@@ -1,0 +1,10 @@
+use concurrency_runtime::{cpu_task, run_concurrently};
+
+#[cpu_task]
+fn crunch(n: u64) -> u64 {
+    n
+}
+
+fn main() {
+    let _ = run_concurrently!(asnyc; crunch(1));
+}
