@@ -56,13 +56,25 @@ fn cpu_probe() -> Seen {
 
 #[test]
 fn async_io_task_runs_in_a_tokio_task() {
+    // From synchronous code the future is polled like `Runtime::block_on` polls it:
+    // on the calling thread, inside the runtime's context.
     let seen = watchdog(|| async_probe().run());
     assert!(seen.tokio_context, "{seen:?}");
-    assert!(
-        seen.async_worker,
-        "polled as part of a tokio task: {seen:?}"
-    );
     assert_eq!(seen.rayon_index, None);
+    assert_eq!(seen.kind, Some(TaskKind::AsyncIo));
+    // Awaited inside a tokio task, it is polled as part of that task.
+    let seen = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            tokio::spawn(async { async_probe().await })
+                .await
+                .expect("no panic")
+        })
+    });
+    assert!(seen.tokio_context && seen.async_worker, "{seen:?}");
     assert_eq!(seen.kind, Some(TaskKind::AsyncIo));
 }
 
@@ -96,7 +108,7 @@ fn cpu_task_runs_on_rayon() {
 fn placement_holds_inside_a_mixed_group_and_under_a_user_runtime() {
     let (a, b, c) = watchdog(|| run_concurrently!(async_probe(), blocking_probe(), cpu_probe()));
     assert_eq!(a.kind, Some(TaskKind::AsyncIo));
-    assert!(a.tokio_context && a.async_worker);
+    assert!(a.tokio_context && a.rayon_index.is_none());
     assert!(!b.async_worker && b.rayon_index.is_none());
     assert!(c.rayon_index.is_some() && !c.tokio_context);
 

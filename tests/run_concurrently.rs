@@ -152,6 +152,20 @@ async fn async_form_under_a_current_thread_runtime() {
     assert_eq!(all, (0..100).collect::<Vec<_>>());
 }
 
+#[test]
+fn sync_form_on_a_current_thread_runtime_thread_does_not_deadlock() {
+    // The caller blocks its own runtime's only thread: the async task's timer must be
+    // driven elsewhere.
+    let (text, sq) = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async { run_concurrently!(greet("ct-sync".into()), square(2)) })
+    });
+    assert_eq!((text.as_str(), sq), ("hello ct-sync", 4));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_forms_under_a_multi_thread_runtime() {
     let (text, sq) = run_concurrently!(async; greet("mt".into()), square(3)).await;

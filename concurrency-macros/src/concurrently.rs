@@ -204,7 +204,7 @@ impl Checked {
             quote!((#(#private::value(#results),)*))
         };
         let lets = quote!(#(#lets)*);
-        let needs = Ident::new("__concurrency_needs_runtime", span);
+        let kinds = Ident::new("__concurrency_kinds", span);
         if self.is_async {
             quote! {{
                 #lets
@@ -216,8 +216,8 @@ impl Checked {
         } else {
             quote! {{
                 #lets
-                let #needs = false #(|| #private::Task::kind(&#tasks).is_async())*;
-                let (#(#results,)*) = #private::block_on_group(#needs, #group);
+                let #kinds = [#(#private::Task::kind(&#tasks)),*];
+                let (#(#results,)*) = #private::block_on_group(&#kinds, #group);
                 #values
             }}
         }
@@ -233,9 +233,9 @@ impl Checked {
         } else {
             quote! {{
                 let __concurrency_tasks = #tasks;
-                let __concurrency_needs_runtime = #private::any_async(&__concurrency_tasks);
+                let __concurrency_kinds = [#private::kind_of_all(&__concurrency_tasks)];
                 #private::values(#private::block_on_group(
-                    __concurrency_needs_runtime,
+                    &__concurrency_kinds,
                     #private::run_all(__concurrency_tasks),
                 ))
             }}

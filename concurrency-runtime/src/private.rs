@@ -22,9 +22,9 @@ where
     tasks.into_iter().collect()
 }
 
-/// Whether a collection's tasks need a tokio runtime to be polled on.
-pub fn any_async<T: Task>(_: &[T]) -> bool {
-    T::KIND == TaskKind::AsyncIo
+/// The kind of a collection's tasks.
+pub fn kind_of_all<T: Task>(_: &[T]) -> TaskKind {
+    T::KIND
 }
 
 /// Compile-time check that a task argument can move to another thread.

@@ -77,6 +77,7 @@ where
         let inline = Guarded {
             future: self.future,
             name: self.name,
+            has_context: None,
         };
         match start {
             Start::Inline => AsyncRunning::Inline { guarded: inline },
@@ -126,6 +127,9 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         name: &'static str,
+        // Whether the first poll found a tokio context (looked up once: the lookup
+        // clones the handle).
+        has_context: Option<bool>,
     }
 }
 
@@ -140,7 +144,10 @@ impl<F: Future> Future for Guarded<F> {
                 TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
             }))
         };
-        let polled = if Handle::try_current().is_ok() {
+        let has_context = *this
+            .has_context
+            .get_or_insert_with(|| Handle::try_current().is_ok());
+        let polled = if has_context {
             poll()
         } else {
             // Polled from outside tokio (e.g. by a synchronous caller or another

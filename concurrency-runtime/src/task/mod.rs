@@ -193,7 +193,7 @@ impl<R> fmt::Debug for TaskFuture<R> {
 #[track_caller]
 fn run<T: Task>(task: T) -> T::Output {
     crate::group::value(crate::executor::block_on_group(
-        T::KIND.is_async(),
+        &[T::KIND],
         task.start(Start::Inline),
     ))
 }
