@@ -89,6 +89,10 @@ impl<'a> TaskFn<'a> {
         }
     }
 
+    pub(crate) fn is_process(&self) -> bool {
+        self.options.process.is_some()
+    }
+
     pub(crate) fn is_async(&self) -> bool {
         self.original.sig.asyncness.is_some()
     }

@@ -31,7 +31,8 @@ impl Attribute {
     /// The options this attribute accepts, in the order they are documented.
     fn options(self) -> &'static [&'static str] {
         match self {
-            Attribute::IoTask | Attribute::CpuTask => &["name"],
+            Attribute::IoTask => &["name"],
+            Attribute::CpuTask => &["name", "process"],
         }
     }
 }
@@ -64,6 +65,8 @@ impl Parse for RawOption {
 pub(crate) struct TaskOptions {
     /// `name = "..."`: the task's name in errors and traces.
     pub(crate) name: Option<LitStr>,
+    /// `process`: run in a worker process (`#[cpu_task]` only).
+    pub(crate) process: Option<Ident>,
 }
 
 /// Parses and checks the attribute's arguments, reporting every mistake at once.
@@ -91,6 +94,13 @@ pub(crate) fn parse(attribute: Attribute, tokens: TokenStream) -> syn::Result<Ta
             "name" => match name_value(&option) {
                 Ok(name) => options.name = Some(name),
                 Err(error) => errors.push(error),
+            },
+            "process" => match &option.value {
+                None => options.process = Some(option.key.clone()),
+                Some(value) => errors.spanned(
+                    value,
+                    "`process` is a flag and takes no value: write `#[cpu_task(process)]`",
+                ),
             },
             _ => errors.spanned(&option.key, unknown_option(attribute, &key)),
         }

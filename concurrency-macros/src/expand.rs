@@ -55,6 +55,10 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
         });
     let ret_check = quote_spanned!(ret_span=> #private::assert_output_send::<#ret>(););
 
+    if task.is_process() {
+        return expand_process(task, &ret, ret_span, private, &name);
+    }
+
     let ret_ident = Ident::new("__concurrency_ret", Span::mixed_site());
     let (task_type, constructor) = match (task.attribute, task.is_async()) {
         (Attribute::IoTask, true) => (
@@ -101,6 +105,60 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
             #(#arg_checks)*
             #ret_check
             #constructor
+        }
+    }
+}
+
+/// `#[cpu_task(process)]`: the body becomes a plain inner function, registered (by a
+/// stable id) in the runtime's link-time registry together with a wrapper that
+/// decodes the arguments and encodes the result; the outer function returns a
+/// `ProcessTask` that references that registration, so the linker keeps it.
+fn expand_process(
+    task: &TaskFn<'_>,
+    ret: &TokenStream,
+    ret_span: Span,
+    private: Private,
+    name: &str,
+) -> TokenStream {
+    let function = task.original;
+    let sig = &function.sig;
+    let (attrs, vis, ident, block, fn_token) = (
+        &function.attrs,
+        &function.vis,
+        &sig.ident,
+        &function.block,
+        &sig.fn_token,
+    );
+    let idents: Vec<&Ident> = task.args.iter().map(|arg| &arg.ident).collect();
+    let types: Vec<&Type> = task.args.iter().map(|arg| arg.ty).collect();
+    let pats = task.args.iter().map(|arg| arg.pat);
+    let checks = types
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> #private::assert_process_arg::<#ty>();));
+    let ret_check = quote_spanned!(ret_span=> #private::assert_process_output::<#ret>(););
+    let span = Span::mixed_site();
+    let body = Ident::new("__concurrency_body", span);
+    let run = Ident::new("__concurrency_run", span);
+    let input = Ident::new("__concurrency_input", span);
+    let entry = Ident::new("__CONCURRENCY_ENTRY", span);
+    let fn_name = ident.to_string();
+    quote! {
+        #(#attrs)*
+        #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret> {
+            #(#checks)*
+            #ret_check
+            fn #body((#(#pats,)*): (#(#types,)*)) -> #ret #block
+            fn #run(#input: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, #private::EntryError> {
+                let args = #private::decode::<(#(#types,)*)>(#input)?;
+                #private::encode(&#body(args))
+            }
+            #[#private::linkme::distributed_slice(#private::PROCESS_TASKS)]
+            #[linkme(crate = #private::linkme)]
+            static #entry: #private::ProcessEntry = #private::ProcessEntry {
+                id: ::core::concat!(::core::module_path!(), "::", #fn_name, "@", ::core::line!(), ":", ::core::column!()),
+                run: #run,
+            };
+            #private::ProcessTask::new(#name, &#entry, (#(#idents,)*), #body)
         }
     }
 }

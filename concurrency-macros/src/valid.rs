@@ -87,7 +87,32 @@ impl TaskFn<'_> {
                 );
             }
         }
+        if self.options.process.is_some() {
+            self.validate_process(&mut errors);
+        }
         errors.finish()
+    }
+
+    /// Process tasks are found in the worker by a fixed id and get their arguments
+    /// by deserialization: no generics, only nameable owned types.
+    fn validate_process(&self, errors: &mut Errors) {
+        let generics = &self.original.sig.generics;
+        if !generics.params.is_empty() {
+            errors.spanned(
+                &generics.params,
+                "#[cpu_task(process)] functions cannot be generic: the worker process finds the task \
+                 by a fixed id and must know its argument types\n\
+                 help: write one process task per concrete type",
+            );
+        }
+        for arg in &self.args {
+            if let Type::ImplTrait(impl_trait) = arg.ty {
+                errors.spanned(
+                    impl_trait,
+                    "#[cpu_task(process)] arguments must be concrete serde types, not `impl Trait`",
+                );
+            }
+        }
     }
 }
 

@@ -39,6 +39,7 @@
 mod error;
 mod executor;
 mod group;
+pub mod process;
 mod task;
 
 /// The README's examples, compiled and run as doctests so that they stay true.
@@ -50,8 +51,8 @@ pub struct ReadmeDoctests;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::{TaskError, TaskErrorKind};
-pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, Task, TaskFuture, TaskKind};
+pub use error::{SerializationStage, TaskError, TaskErrorKind};
+pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task, TaskFuture, TaskKind};
 
 /// Marks a function as an I/O task.
 ///

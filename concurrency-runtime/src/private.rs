@@ -3,7 +3,9 @@
 
 pub use crate::executor::block_on_group;
 pub use crate::group::{Child, run_all, value, values};
-pub use crate::task::{AsyncIoTask, BlockingIoTask, CpuTask, Task};
+pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
+pub use crate::task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task};
+pub use {linkme, serde};
 
 use crate::task::TaskKind;
 
@@ -50,3 +52,27 @@ pub fn assert_arg_send<T: SendArgument + ?Sized>() {}
 
 #[inline(always)]
 pub fn assert_output_send<T: SendOutput + ?Sized>() {}
+
+/// Compile-time check that a process task's argument can be sent to a worker.
+#[diagnostic::on_unimplemented(
+    message = "process task argument `{Self}` cannot be sent to a worker process",
+    label = "this type does not implement `serde::Serialize` + `serde::de::DeserializeOwned`",
+    note = "a process task's arguments are serialized to reach the worker: derive `Serialize` and `Deserialize` for it (serde), or pass a type that has them"
+)]
+pub trait ProcessArgument: serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> ProcessArgument for T {}
+
+/// Compile-time check that a process task's result can come back from a worker.
+#[diagnostic::on_unimplemented(
+    message = "process task result `{Self}` cannot be sent back from a worker process",
+    label = "this type does not implement `serde::Serialize` + `serde::de::DeserializeOwned`",
+    note = "a process task's result is serialized to come back: derive `Serialize` and `Deserialize` for it (serde), or return a type that has them"
+)]
+pub trait ProcessOutput: serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned> ProcessOutput for T {}
+
+#[inline(always)]
+pub fn assert_process_arg<T: ProcessArgument>() {}
+
+#[inline(always)]
+pub fn assert_process_output<T: ProcessOutput>() {}

@@ -15,6 +15,7 @@ mod async_io;
 mod blocking_io;
 mod cpu;
 mod joined;
+mod process;
 
 use std::fmt;
 use std::future::Future;
@@ -25,6 +26,7 @@ pub use async_io::AsyncIoTask;
 pub use blocking_io::BlockingIoTask;
 pub use cpu::CpuTask;
 pub(crate) use joined::Joined;
+pub use process::ProcessTask;
 
 use crate::error::TaskError;
 
@@ -38,6 +40,8 @@ pub enum TaskKind {
     BlockingIo,
     /// `#[cpu_task] fn`: rayon's work-stealing pool.
     Cpu,
+    /// `#[cpu_task(process)] fn`: a worker process of the process pool.
+    Process,
 }
 
 impl TaskKind {
@@ -82,6 +86,7 @@ impl TaskKind {
             TaskKind::AsyncIo => "tokio async task",
             TaskKind::BlockingIo => "tokio blocking thread",
             TaskKind::Cpu => "rayon pool",
+            TaskKind::Process => "worker process",
         }
     }
 }
@@ -112,7 +117,7 @@ mod sealed {
 
 /// A task value: the result of calling a `#[io_task]` or `#[cpu_task]` function.
 ///
-/// Implemented by [`AsyncIoTask`], [`BlockingIoTask`] and [`CpuTask`] only; use it to
+/// Implemented by [`AsyncIoTask`], [`BlockingIoTask`], [`CpuTask`] and [`ProcessTask`] only; use it to
 /// accept any task in your own helpers.
 ///
 /// ```
@@ -164,7 +169,7 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct TaskFuture<R> {
         #[pin]
-        running: R,
+        pub(crate) running: R,
     }
 }
 

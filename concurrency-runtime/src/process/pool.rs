@@ -1,0 +1,315 @@
+//! The parent side: a lazily started pool of worker processes.
+//!
+//! Each worker slot has a driver thread that lives as long as the program: it takes
+//! jobs from the shared queue, sends each to its worker, waits for the answer, and
+//! replaces the worker when it dies. Workers are spawned from these long-lived threads
+//! because `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child exits.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use tokio::sync::oneshot;
+
+use super::protocol::{self, FrameError};
+use super::worker::{CHANNEL_FD, ENV_FD, ENV_MAX_FRAME, ENV_PARENT, WORKER_HOOK};
+use super::{ConfigError, PoolConfig};
+use crate::error::{SerializationStage, TaskError};
+
+/// One task sent to the pool.
+pub(crate) struct Job {
+    pub(crate) task_id: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) args: Vec<u8>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, TaskError>>,
+}
+
+struct Shared {
+    config: PoolConfig,
+    queue: Mutex<VecDeque<Job>>,
+    available: Condvar,
+    pids: Mutex<Vec<Option<u32>>>,
+}
+
+static CONFIG: Mutex<Option<PoolConfig>> = Mutex::new(None);
+static POOL: OnceLock<Arc<Shared>> = OnceLock::new();
+
+pub(crate) fn configure(config: PoolConfig) -> Result<(), ConfigError> {
+    if config.workers == 0 {
+        return Err(ConfigError::ZeroWorkers);
+    }
+    let mut slot = CONFIG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if POOL.get().is_some() {
+        return Err(ConfigError::AlreadyStarted);
+    }
+    *slot = Some(config);
+    Ok(())
+}
+
+fn pool() -> &'static Arc<Shared> {
+    POOL.get_or_init(|| {
+        let config = CONFIG
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .unwrap_or_default();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            available: Condvar::new(),
+            pids: Mutex::new(vec![None; config.workers]),
+            config,
+        });
+        for slot in 0..shared.config.workers {
+            let shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("concurrency-process-{slot}"))
+                .spawn(move || drive(&shared, slot));
+            if let Err(error) = spawned {
+                panic!("concurrency-runtime: could not start a process-pool thread: {error}");
+            }
+        }
+        shared
+    })
+}
+
+/// Queues a job; its result arrives on `job.reply`.
+pub(crate) fn submit(job: Job) {
+    // Keep the worker start-up hook linked into every program that runs a process task.
+    std::hint::black_box(&WORKER_HOOK);
+    let shared = pool();
+    shared
+        .queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push_back(job);
+    shared.available.notify_one();
+}
+
+/// The pids of the pool's live workers (empty before the first process task).
+pub(crate) fn worker_pids() -> Vec<u32> {
+    POOL.get()
+        .map(|shared| {
+            shared
+                .pids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .flatten()
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Shared {
+    fn next_job(&self) -> Job {
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(job) = queue.pop_front() {
+                return job;
+            }
+            queue = self
+                .available
+                .wait(queue)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn set_pid(&self, slot: usize, pid: Option<u32>) {
+        self.pids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())[slot] = pid;
+    }
+}
+
+/// The driver loop of one worker slot. Never returns (see the module docs).
+fn drive(shared: &Shared, slot: usize) {
+    let mut worker: Option<Worker> = None;
+    let mut next_id: u64 = 0;
+    loop {
+        let job = shared.next_job();
+        if job.reply.is_closed() {
+            continue; // cancelled before it started
+        }
+        let current = match worker.take() {
+            Some(current) => current,
+            None => match Worker::spawn(&shared.config) {
+                Ok(spawned) => {
+                    shared.set_pid(slot, Some(spawned.child.id()));
+                    spawned
+                }
+                Err(error) => {
+                    let _ = job
+                        .reply
+                        .send(Err(TaskError::spawn_failed(job.name, error.to_string())));
+                    continue;
+                }
+            },
+        };
+        next_id = next_id.wrapping_add(1);
+        let (outcome, survivor) = current.call(next_id, &job, shared.config.max_frame_bytes);
+        if survivor.is_none() {
+            shared.set_pid(slot, None);
+        }
+        worker = survivor;
+        let _ = job.reply.send(outcome);
+    }
+}
+
+struct Worker {
+    child: Child,
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+}
+
+impl Worker {
+    fn spawn(config: &PoolConfig) -> std::io::Result<Worker> {
+        let (parent_end, child_end) = UnixStream::pair()?;
+        let child_fd = child_end.as_raw_fd();
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .env(ENV_FD, CHANNEL_FD.to_string())
+            .env(ENV_PARENT, std::process::id().to_string())
+            .env(ENV_MAX_FRAME, config.max_frame_bytes.to_string())
+            .stdin(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (dup2, fcntl, prctl) on values copied in.
+        unsafe {
+            command.pre_exec(move || {
+                if child_fd == CHANNEL_FD {
+                    // Already in place: just let it survive exec.
+                    if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(child_fd, CHANNEL_FD) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Die with the parent (with the spawning thread, which lives as long as
+                // the parent does), even if the parent is SIGKILLed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        drop(child_end);
+        let reader = BufReader::with_capacity(64 * 1024, parent_end.try_clone()?);
+        Ok(Worker {
+            child,
+            reader,
+            writer: BufWriter::with_capacity(64 * 1024, parent_end),
+        })
+    }
+
+    /// Runs one job. Returns the outcome and the worker if it is still usable.
+    fn call(
+        mut self,
+        id: u64,
+        job: &Job,
+        max_frame: u64,
+    ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
+        let header = protocol::request_header(id, job.task_id);
+        let sent = protocol::write_frame(&mut self.writer, &[&header, &job.args])
+            .and_then(|()| self.writer.flush());
+        let body = match sent {
+            Ok(()) => protocol::read_frame(&mut self.reader, max_frame),
+            Err(error) => Err(FrameError::Io(error)),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(FrameError::TooLarge { length, max }) => {
+                let error = TaskError::protocol(
+                    job.name,
+                    format!(
+                        "the worker's response of {length} bytes exceeds the maximum frame size of {max} bytes"
+                    ),
+                );
+                return (Err(error), self.kill());
+            }
+            // The channel broke: the worker died (or closed it). Report how.
+            Err(_) => return (Err(self.crashed(job.name)), None),
+        };
+        let Some(response) = protocol::parse_response(body).filter(|response| response.id == id)
+        else {
+            return (
+                Err(TaskError::protocol(
+                    job.name,
+                    "malformed response from the worker".into(),
+                )),
+                self.kill(),
+            );
+        };
+        let text = |payload: Vec<u8>| String::from_utf8_lossy(&payload).into_owned();
+        let outcome = match response.status {
+            protocol::OK => Ok(response.payload),
+            protocol::PANICKED => Err(TaskError::panicked_with(job.name, text(response.payload))),
+            protocol::ARGS_DECODE => Err(TaskError::serialization(
+                job.name,
+                SerializationStage::ArgumentsIn,
+                text(response.payload),
+            )),
+            protocol::RESULT_ENCODE => Err(TaskError::serialization(
+                job.name,
+                SerializationStage::ResultOut,
+                text(response.payload),
+            )),
+            protocol::UNKNOWN_TASK => Err(TaskError::protocol(
+                job.name,
+                format!(
+                    "the worker has no task registered as `{}`",
+                    text(response.payload)
+                ),
+            )),
+            other => Err(TaskError::protocol(
+                job.name,
+                format!("unknown response status {other}"),
+            )),
+        };
+        (outcome, Some(self))
+    }
+
+    /// Kills and reaps a worker that can no longer be trusted; never reused.
+    fn kill(mut self) -> Option<Worker> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// Reaps a worker whose channel broke and describes how it ended.
+    fn crashed(mut self, name: &'static str) -> TaskError {
+        let pid = self.child.id();
+        // The channel is closed: the worker is exiting or gone. If it closed the
+        // channel but lingers, do not wait forever.
+        drop(self.writer);
+        drop(self.reader);
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                match self.child.try_wait() {
+                    Ok(Some(status)) => Some(status),
+                    _ => {
+                        let _ = self.child.kill();
+                        self.child.wait().ok()
+                    }
+                }
+            }
+        };
+        TaskError::crashed(
+            name,
+            pid,
+            status.and_then(|s| s.signal()),
+            status.and_then(|s| s.code()),
+        )
+    }
+}

@@ -1,0 +1,135 @@
+//! The worker side: a copy of the program, started with exec, that runs tasks.
+//!
+//! A constructor (an `.init_array` entry, so it runs before `main`, also before a
+//! test harness's `main`) checks for the worker marker in the environment. Without
+//! it, the program runs normally. With it, the process becomes a worker: it serves
+//! requests on the inherited socket until the parent closes it, then exits; the
+//! user's `main` never runs.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::protocol::{self, FrameError};
+use super::registry::{self, EntryError};
+use crate::error::panic_message;
+use crate::task::TaskKind;
+
+/// The marker: the worker's end of the channel, as a file descriptor number.
+pub(crate) const ENV_FD: &str = "CONCURRENCY_RUNTIME_WORKER_FD";
+/// The parent's pid: a worker whose parent already died exits at once.
+pub(crate) const ENV_PARENT: &str = "CONCURRENCY_RUNTIME_WORKER_PARENT";
+/// The maximum frame size, in bytes.
+pub(crate) const ENV_MAX_FRAME: &str = "CONCURRENCY_RUNTIME_WORKER_MAX_FRAME";
+/// The file descriptor the parent places the channel on.
+pub(crate) const CHANNEL_FD: RawFd = 3;
+
+/// Runs before `main` in every program that links this crate's process support.
+/// Referenced from the code every process-task call runs, so the linker keeps it.
+#[used]
+// SAFETY: `.init_array` holds `extern "C" fn()` pointers that the C runtime calls once
+// at start-up, single-threaded; `worker_hook` has that signature and touches nothing
+// that needs `main` to have started.
+#[unsafe(link_section = ".init_array")]
+pub(crate) static WORKER_HOOK: extern "C" fn() = worker_hook;
+
+extern "C" fn worker_hook() {
+    if let Some(marker) = std::env::var_os(ENV_FD) {
+        std::process::exit(run_worker(&marker.to_string_lossy()));
+    }
+}
+
+fn fail(message: std::fmt::Arguments<'_>) -> i32 {
+    eprintln!("concurrency-runtime worker: {message}; exiting without running main");
+    2
+}
+
+fn run_worker(marker: &str) -> i32 {
+    let Ok(fd) = marker.parse::<RawFd>() else {
+        return fail(format_args!("{ENV_FD}={marker:?} is not a file descriptor"));
+    };
+    if !is_socket(fd) {
+        return fail(format_args!(
+            "{ENV_FD}={marker:?} is not an open socket from a parent process"
+        ));
+    }
+    let parent = std::env::var(ENV_PARENT)
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok());
+    // SAFETY: getppid has no preconditions.
+    let actual_parent = unsafe { libc::getppid() } as u32;
+    if parent != Some(actual_parent) {
+        return fail(format_args!("its parent process is gone"));
+    }
+    let max_frame = std::env::var(ENV_MAX_FRAME)
+        .ok()
+        .and_then(|max| max.parse().ok())
+        .unwrap_or(u64::MAX);
+    // SAFETY: `fd` is an open socket (checked above) that the parent handed to this
+    // process for its exclusive use; nothing else in the process owns it.
+    let channel = unsafe { UnixStream::from_raw_fd(fd) };
+    let Ok(write_half) = channel.try_clone() else {
+        return fail(format_args!("could not duplicate the channel"));
+    };
+    serve(
+        BufReader::new(channel),
+        BufWriter::new(write_half),
+        max_frame,
+    )
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `stat` points to writable memory of the right size; fstat only writes it.
+    let result = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
+    // SAFETY: fstat returned 0, so it initialised `stat`.
+    result == 0 && (unsafe { stat.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+}
+
+fn serve(mut input: impl std::io::Read, mut output: impl Write, max_frame: u64) -> i32 {
+    loop {
+        let body = match protocol::read_frame(&mut input, max_frame) {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return 0,
+            Err(error) => {
+                eprintln!("concurrency-runtime worker: bad request frame: {error}");
+                return 3;
+            }
+        };
+        let Some(request) = protocol::parse_request(&body) else {
+            eprintln!("concurrency-runtime worker: malformed request");
+            return 3;
+        };
+        let (status, payload) = match registry::find(request.task) {
+            None => (protocol::UNKNOWN_TASK, request.task.as_bytes().to_vec()),
+            Some(entry) => {
+                let args = request.args;
+                match catch_unwind(AssertUnwindSafe(|| {
+                    TaskKind::Process.enter(|| (entry.run)(args))
+                })) {
+                    Ok(Ok(result)) => (protocol::OK, result),
+                    Ok(Err(EntryError::ArgsDecode(message))) => {
+                        (protocol::ARGS_DECODE, message.into_bytes())
+                    }
+                    Ok(Err(EntryError::ResultEncode(message))) => {
+                        (protocol::RESULT_ENCODE, message.into_bytes())
+                    }
+                    Err(payload) => (
+                        protocol::PANICKED,
+                        panic_message(payload.as_ref()).into_bytes(),
+                    ),
+                }
+            }
+        };
+        // Output the task printed goes to the inherited stdout/stderr, not here.
+        let _ = std::io::stdout().flush();
+        let header = protocol::response_header(request.id, status);
+        if protocol::write_frame(&mut output, &[&header, &payload])
+            .and_then(|()| output.flush())
+            .is_err()
+        {
+            return 4;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `#[cpu_task(process)]`: tasks really run in reused worker processes.
+
+mod support;
+
+use std::sync::Once;
+
+use concurrency_runtime::process::{self, PoolConfig};
+use concurrency_runtime::{TaskKind, cpu_task, io_task, run_concurrently};
+use support::{expect_panic, watchdog};
+
+fn pool_of_two() {
+    static SETUP: Once = Once::new();
+    SETUP.call_once(|| {
+        process::configure(PoolConfig::default().workers(2)).expect("configure before first use")
+    });
+}
+
+#[cpu_task(process)]
+fn where_am_i() -> (u32, u32, bool) {
+    (
+        std::process::id(),
+        std::os::unix::process::parent_id(),
+        TaskKind::current() == Some(TaskKind::Process),
+    )
+}
+
+#[cpu_task(process, name = "sum-squares")]
+fn sum_squares(items: Vec<u64>, offset: u64) -> u64 {
+    items.iter().map(|i| i * i).sum::<u64>() + offset
+}
+
+#[cpu_task(process)]
+fn fails(message: String) -> u64 {
+    panic!("{message}")
+}
+
+#[io_task]
+async fn fetch(n: u64) -> u64 {
+    tokio::task::yield_now().await;
+    n
+}
+
+#[cpu_task]
+fn crunch(n: u64) -> u64 {
+    n * 2
+}
+
+#[test]
+fn a_process_task_runs_in_a_child_process_of_this_program() {
+    pool_of_two();
+    let (pid, parent, in_worker) = watchdog(|| where_am_i().run());
+    assert_ne!(pid, std::process::id(), "must run in another process");
+    assert_eq!(parent, std::process::id(), "the worker is our child");
+    assert!(in_worker, "TaskKind::current() is Process in the worker");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("worker exe");
+    assert_eq!(
+        exe,
+        std::env::current_exe().expect("exe"),
+        "the worker is a copy of this program"
+    );
+}
+
+#[test]
+fn arguments_and_results_round_trip() {
+    pool_of_two();
+    assert_eq!(watchdog(|| sum_squares(vec![1, 2, 3], 100).run()), 114);
+    assert_eq!(sum_squares(vec![2], 1).run_inline(), 5);
+    assert_eq!(sum_squares(vec![], 0).name(), "sum-squares");
+}
+
+#[test]
+fn a_hundred_tasks_on_a_pool_of_two_use_at_most_two_workers() {
+    pool_of_two();
+    let pids = watchdog(|| run_concurrently!(for (0..100).map(|_| where_am_i())));
+    let mut distinct: Vec<u32> = pids.iter().map(|(pid, _, _)| *pid).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() <= 2, "{distinct:?}");
+    assert!(process::worker_pids().len() <= 2);
+}
+
+#[test]
+fn process_tasks_mix_with_every_other_kind() {
+    pool_of_two();
+    let (a, b, c) = watchdog(|| run_concurrently!(fetch(1), crunch(2), sum_squares(vec![3], 0)));
+    assert_eq!((a, b, c), (1, 4, 9));
+    let (a, c) = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(async { run_concurrently!(async; fetch(5), sum_squares(vec![4], 1)).await })
+    });
+    assert_eq!((a, c), (5, 17));
+}
+
+#[test]
+fn a_panic_in_a_process_task_names_it_and_the_next_task_runs() {
+    pool_of_two();
+    let message = watchdog(|| {
+        expect_panic(|| {
+            let _ = fails("kaboom".into()).run();
+        })
+    });
+    assert_eq!(message, "task `fails` panicked: kaboom");
+    assert_eq!(watchdog(|| sum_squares(vec![5], 0).run()), 25);
+}
+
+#[test]
+fn the_worker_marker_without_a_channel_exits_without_running_main() {
+    // fd 3 is not an open socket in this child: the start-up hook must refuse, and
+    // the test harness (this binary's `main`) must not run.
+    let output = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env("CONCURRENCY_RUNTIME_WORKER_FD", "3")
+        .env(
+            "CONCURRENCY_RUNTIME_WORKER_PARENT",
+            std::process::id().to_string(),
+        )
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        output.stdout.is_empty(),
+        "main ran: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not an open socket") && stderr.contains("without running main"),
+        "{stderr}"
+    );
+}
