@@ -219,6 +219,16 @@ impl Worker {
         max_frame: u64,
     ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
         let header = protocol::request_header(id, job.task_id);
+        let length = (header.len() + job.args.len()) as u64;
+        if length > max_frame {
+            let error = TaskError::protocol(
+                job.name,
+                format!(
+                    "the arguments' frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes"
+                ),
+            );
+            return (Err(error), Some(self));
+        }
         let sent = protocol::write_frame(&mut self.writer, &[&header, &job.args])
             .and_then(|()| self.writer.flush());
         let body = match sent {

@@ -1,0 +1,256 @@
+//! Process tasks that crash, exit, are killed, or whose data does not serialize:
+//! each fails alone with an error that says how, and the pool carries on.
+
+mod support;
+
+use std::sync::Once;
+
+use concurrency_runtime::process::{self, PoolConfig};
+use concurrency_runtime::{SerializationStage, TaskKind, cpu_task, run_concurrently};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use support::{expect_panic, watchdog};
+
+/// Frames over 1 MiB are refused in this test binary.
+const MAX_FRAME: u64 = 1 << 20;
+
+fn setup() {
+    static SETUP: Once = Once::new();
+    SETUP.call_once(|| {
+        process::configure(PoolConfig::default().workers(2).max_frame_bytes(MAX_FRAME))
+            .expect("configure")
+    });
+}
+
+#[cpu_task(process)]
+fn abort_now() -> u32 {
+    std::process::abort()
+}
+
+#[cpu_task(process)]
+fn segfault() -> u32 {
+    // A real invalid memory access, not `raise(SIGSEGV)`.
+    let null = std::hint::black_box(std::ptr::null_mut::<u32>());
+    // SAFETY: not safe at all: this test wants the worker to crash with SIGSEGV.
+    unsafe { null.write_volatile(1) };
+    1
+}
+
+#[cpu_task(process)]
+fn exit_with(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+#[cpu_task(process)]
+fn killed_from_outside() -> u32 {
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    // Not reached: the signal is delivered before `kill` returns.
+    std::thread::park();
+    0
+}
+
+#[cpu_task(process)]
+fn pid_of_worker() -> u32 {
+    std::process::id()
+}
+
+#[cpu_task(process)]
+fn echo_len(data: Vec<u8>) -> usize {
+    data.len()
+}
+
+#[cpu_task(process)]
+fn make_bytes(len: usize) -> Vec<u8> {
+    vec![1; len]
+}
+
+/// Fails to serialize or deserialize in the places a test picks.
+#[derive(Debug)]
+struct Fragile {
+    fail_serialize_in_worker: bool,
+    fail_deserialize_in_worker: bool,
+    fail_deserialize_in_parent: bool,
+    fail_serialize_in_parent: bool,
+}
+
+fn in_worker() -> bool {
+    TaskKind::current() == Some(TaskKind::Process)
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if (self.fail_serialize_in_worker && in_worker())
+            || (self.fail_serialize_in_parent && !in_worker())
+        {
+            return Err(serde::ser::Error::custom("refused to serialize"));
+        }
+        (
+            self.fail_serialize_in_worker,
+            self.fail_deserialize_in_worker,
+            self.fail_deserialize_in_parent,
+            self.fail_serialize_in_parent,
+        )
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (a, b, c, d) = <(bool, bool, bool, bool)>::deserialize(deserializer)?;
+        if (b && in_worker()) || (c && !in_worker()) {
+            return Err(serde::de::Error::custom("refused to deserialize"));
+        }
+        Ok(Fragile {
+            fail_serialize_in_worker: a,
+            fail_deserialize_in_worker: b,
+            fail_deserialize_in_parent: c,
+            fail_serialize_in_parent: d,
+        })
+    }
+}
+
+#[cpu_task(process)]
+fn pass_through(value: Fragile) -> Fragile {
+    value
+}
+
+fn fragile(which: usize) -> Fragile {
+    Fragile {
+        fail_serialize_in_worker: which == 2,
+        fail_deserialize_in_worker: which == 1,
+        fail_deserialize_in_parent: which == 3,
+        fail_serialize_in_parent: which == 0,
+    }
+}
+
+/// Runs a failing task next to a healthy sibling; returns the failure's panic
+/// message after checking the sibling and a later task were unaffected.
+fn fails_alone(run: impl FnOnce() + Send + 'static) -> String {
+    setup();
+    let message = watchdog(move || expect_panic(run));
+    assert_eq!(
+        watchdog(|| run_concurrently!(echo_len(vec![0; 3]), echo_len(vec![0; 4]))),
+        (3, 4)
+    );
+    message
+}
+
+#[test]
+fn abort_is_reported_with_its_signal() {
+    let message = fails_alone(|| {
+        let _ = run_concurrently!(abort_now(), echo_len(vec![1]));
+    });
+    assert!(
+        message.starts_with("task `abort_now` crashed: its worker process"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("was killed by signal 6 (SIGABRT)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_segfault_is_reported_with_its_signal() {
+    let message = fails_alone(|| {
+        let _ = run_concurrently!(echo_len(vec![1]), segfault());
+    });
+    assert!(
+        message.ends_with("was killed by signal 11 (SIGSEGV)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn exit_mid_task_is_reported_with_its_code() {
+    let zero = fails_alone(|| {
+        let _ = exit_with(0).run();
+    });
+    assert!(
+        zero.ends_with("exited with code 0 before returning a result"),
+        "{zero}"
+    );
+    let three = fails_alone(|| {
+        let _ = exit_with(3).run();
+    });
+    assert!(
+        three.ends_with("exited with code 3 before returning a result"),
+        "{three}"
+    );
+}
+
+#[test]
+fn a_worker_killed_from_outside_is_reported_and_replaced() {
+    setup();
+    let message = fails_alone(|| {
+        let _ = killed_from_outside().run();
+    });
+    assert!(
+        message.ends_with("was killed by signal 9 (SIGKILL)"),
+        "{message}"
+    );
+    let after = watchdog(|| run_concurrently!(for (0..10).map(|_| pid_of_worker())));
+    assert!(after.iter().all(|pid| *pid != std::process::id()));
+}
+
+#[test]
+fn the_error_value_describes_the_crash() {
+    setup();
+    let (sibling, crashed) = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let crash = tokio::spawn(async { exit_with(7).await });
+            (echo_len(vec![9; 9]).await, crash.await)
+        })
+    });
+    assert_eq!(sibling, 9);
+    let payload = crashed
+        .expect_err("the crash panics the awaiting task")
+        .into_panic();
+    let message = support::panic_message(payload.as_ref());
+    assert!(message.contains("exited with code 7"), "{message}");
+}
+
+#[test]
+fn serialization_faults_at_each_step_are_typed_and_leave_the_pool_usable() {
+    let expected = [
+        SerializationStage::ArgumentsOut,
+        SerializationStage::ArgumentsIn,
+        SerializationStage::ResultOut,
+        SerializationStage::ResultIn,
+    ];
+    for (which, stage) in expected.into_iter().enumerate() {
+        let message = fails_alone(move || {
+            let _ = pass_through(fragile(which)).run();
+        });
+        assert!(
+            message.starts_with(&format!("task `pass_through` failed {stage}: ")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn frames_over_the_limit_fail_the_task_not_the_pool() {
+    let big_args = fails_alone(|| {
+        let _ = echo_len(vec![0; 2 << 20]).run();
+    });
+    assert!(
+        big_args.contains("exceeds the maximum frame size of 1048576 bytes"),
+        "{big_args}"
+    );
+    let big_result = fails_alone(|| {
+        let _ = make_bytes(2 << 20).run();
+    });
+    assert!(
+        big_result.contains("exceeds the maximum frame size of 1048576 bytes"),
+        "{big_result}"
+    );
+    setup();
+    assert_eq!(watchdog(|| make_bytes(1000).run()).len(), 1000);
+}
