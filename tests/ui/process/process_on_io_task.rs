@@ -1,0 +1,8 @@
+use concurrency_runtime::io_task;
+
+#[io_task(process)]
+fn download(url: String) -> usize {
+    url.len()
+}
+
+fn main() {}
