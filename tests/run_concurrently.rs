@@ -386,3 +386,85 @@ fn generic_functions_associated_functions_and_patterns_work() {
     assert_eq!(max, Some(9));
     assert_eq!(staged, 6);
 }
+
+#[io_task]
+async fn runs_a_task_synchronously(n: u64) -> u64 {
+    // A synchronous wait inside an async task: discouraged, but it must not panic.
+    square(n).run()
+}
+
+#[test]
+fn sync_waits_nest_inside_a_current_thread_runtime() {
+    let value = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async { run_concurrently!(runs_a_task_synchronously(3), identity(1)) })
+    });
+    assert_eq!(value, (9, 1));
+}
+
+#[test]
+fn panics_in_the_async_forms_name_their_task() {
+    let message = |joined: Result<(), tokio::task::JoinError>| {
+        support::panic_message(joined.expect_err("panicked").into_panic().as_ref())
+    };
+    let (fixed, each) = watchdog(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let fixed = tokio::spawn(async {
+                let _ = run_concurrently!(async; square(2), explodes_async()).await;
+            });
+            let each = tokio::spawn(async {
+                let _ = run_concurrently!(async; for ["x"].map(|m| explodes(m.to_string()))).await;
+            });
+            (message(fixed.await), message(each.await))
+        })
+    });
+    assert_eq!(fixed, "task `explodes_async` panicked: async boom");
+    assert_eq!(each, "task `explode` panicked: x");
+}
+
+#[io_task]
+fn blocking_fan_out(n: u64) -> u64 {
+    let all = run_concurrently!(for (0..4u32).map(|i| nested_fan_out(i % 3)));
+    all.iter().sum::<u64>() + n
+}
+
+#[test]
+fn io_tasks_run_cpu_groups_while_rayon_is_saturated() {
+    let _pool = whole_rayon_pool();
+    let n = rayon::current_num_threads() as u64 * 2;
+    let (cpu, io) = watchdog(move || {
+        // Blocking tasks fan out nested cpu work while cpu tasks keep rayon busy.
+        let (cpu, io) = run_concurrently!(cpu_sum(n), blocking_group(n),);
+        (cpu, io)
+    });
+    // f(3) = 15 per cpu task; each blocking task: f(0) + f(1) + f(2) + f(0) = 12.
+    assert_eq!(cpu, 15 * n);
+    assert_eq!(io, (0..n).map(|i| 12 + i).collect::<Vec<_>>());
+}
+
+#[cpu_task]
+fn cpu_sum(n: u64) -> u64 {
+    run_concurrently!(for (0..n).map(|_| nested_fan_out(3)))
+        .iter()
+        .sum()
+}
+
+#[io_task]
+fn blocking_group(n: u64) -> Vec<u64> {
+    run_concurrently!(for (0..n).map(blocking_fan_out))
+}
+
+#[test]
+fn thousands_of_cpu_tasks_waiting_on_io_do_not_exhaust_rayon_stacks() {
+    let _pool = whole_rayon_pool();
+    let all = watchdog(|| run_concurrently!(for (0..5000).map(cpu_that_runs_io)));
+    assert_eq!(all.len(), 5000);
+    assert!(all.iter().enumerate().all(|(n, r)| *r == (n, n + 1, n + 2)));
+}

@@ -75,6 +75,10 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Invocation> {
         if input.peek(Token![for]) {
             let for_token = input.parse()?;
             let iter = input.parse()?;
+            // A trailing comma is fine, as after calls.
+            if input.peek(Token![,]) {
+                input.parse::<Token![,]>()?;
+            }
             return Ok(Body::Each { for_token, iter });
         }
         let calls = Punctuated::<Expr, Token![,]>::parse_terminated(input)?;

@@ -11,14 +11,13 @@
 //! other tasks elsewhere (`block_in_place`); on a rayon worker it keeps executing
 //! rayon jobs while it waits, so nested groups cannot starve a saturated pool.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::panic::resume_unwind;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
-use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio::task::JoinHandle;
@@ -63,38 +62,101 @@ where
 {
     let on_rayon = rayon::current_thread_index().is_some();
     let any_async = kinds.iter().any(|kind| kind.is_async());
-    if any_async && on_rayon {
-        return match wait(AbortOnDrop(runtime().spawn(group))) {
-            Ok(output) => output,
-            // A group catches its tasks' panics, so this is a bug in the group itself.
-            Err(error) if error.is_panic() => resume_unwind(error.into_panic()),
-            Err(_) => {
-                panic!("concurrency-runtime: the runtime shut down while a group was running")
-            }
-        };
-    }
+    let any_cpu = kinds.contains(&TaskKind::Cpu);
     if !on_rayon && !kinds.is_empty() && kinds.iter().all(|kind| *kind == TaskKind::Cpu) {
-        return blocking_section(|| rayon::scope(|_| park_on(group)));
+        return blocking_section(|| rayon::scope(|_| park_on(group, true)));
     }
-    // Async tasks need a runtime whose drivers run on other threads while this one
-    // waits: a multi-threaded one, or else the embedded runtime (a current-thread
-    // runtime's driver would be stuck behind this very wait). Decided before entering
-    // a context, which would change what `blocking_section` sees.
-    let multi_thread = matches!(Handle::try_current(), Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread);
+    // Polling async tasks here is only sound on a thread that belongs to no executor:
+    // a rayon worker must not hold them, and inside a tokio context (a current-thread
+    // runtime blocked by this very wait, or a worker) tokio may defer their wake-ups
+    // to the scheduler this wait blocks. There they are spawned on the embedded
+    // runtime instead.
+    let in_tokio = ENTERED_EMBEDDED.get() || Handle::try_current().is_ok();
+    let spawn_async = any_async && (on_rayon || in_tokio);
     blocking_section(|| {
-        let _context = (any_async && !multi_thread).then(|| runtime().enter());
-        park_on(group)
+        let _spawn = spawn_async.then(|| Flag::set(&SPAWN_ASYNC));
+        let _context =
+            (any_async && !spawn_async).then(|| (runtime().enter(), Flag::set(&ENTERED_EMBEDDED)));
+        park_on(group, on_rayon && any_cpu)
     })
 }
 
-/// Blocks the current thread until `future` completes.
-fn wait<F: Future>(future: F) -> F::Output {
-    blocking_section(|| park_on(future))
+thread_local! {
+    /// Set while this thread polls a group inside the embedded runtime's context that
+    /// it entered itself: the thread is then no worker of that runtime, whatever
+    /// `Handle::try_current` says, and must not call `block_in_place`.
+    static ENTERED_EMBEDDED: Cell<bool> = const { Cell::new(false) };
+    /// Set while a synchronous caller that must not poll async tasks waits for a
+    /// group: its async tasks are spawned on the embedded runtime.
+    static SPAWN_ASYNC: Cell<bool> = const { Cell::new(false) };
+    /// The cpu tasks started by the group a rayon worker is waiting for, which it may
+    /// run itself (see `offer_help`).
+    static HELP_SCOPE: RefCell<Option<Vec<Arc<dyn Helpable>>>> = const { RefCell::new(None) };
+}
+
+/// Whether async tasks started now must be spawned on the embedded runtime.
+pub(crate) fn spawn_async_on_embedded() -> bool {
+    SPAWN_ASYNC.get()
+}
+
+/// Sets a thread-local flag until dropped, then restores its previous value.
+struct Flag(&'static std::thread::LocalKey<Cell<bool>>, bool);
+
+impl Flag {
+    fn set(key: &'static std::thread::LocalKey<Cell<bool>>) -> Self {
+        Flag(key, key.replace(true))
+    }
+}
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.set(self.1);
+    }
+}
+
+/// A queued cpu task that a waiting thread may run in place.
+pub(crate) trait Helpable: Send + Sync {
+    /// Runs the task unless it already started elsewhere; `true` if it ran here.
+    fn run_if_unclaimed(&self) -> bool;
+}
+
+/// Offers a just-started cpu task to the rayon worker that waits for its group, if
+/// the task was started by such a worker. Like `rayon::join`, the waiting thread then
+/// runs its own group's tasks rather than sleeping; unlike `rayon::yield_now`, it
+/// never runs unrelated jobs, so nested waits cannot pile up on its stack.
+pub(crate) fn offer_help(job: Arc<dyn Helpable>) {
+    HELP_SCOPE.with(|scope| {
+        if let Some(jobs) = scope.borrow_mut().as_mut() {
+            jobs.push(job);
+        }
+    });
+}
+
+/// Opens a help scope for one wait, restoring the enclosing one afterwards.
+struct HelpScope(Option<Vec<Arc<dyn Helpable>>>);
+
+impl HelpScope {
+    fn open() -> Self {
+        HelpScope(HELP_SCOPE.replace(Some(Vec::new())))
+    }
+
+    fn next(&self) -> Option<Arc<dyn Helpable>> {
+        HELP_SCOPE.with(|scope| scope.borrow_mut().as_mut().and_then(Vec::pop))
+    }
+}
+
+impl Drop for HelpScope {
+    fn drop(&mut self) {
+        HELP_SCOPE.set(self.0.take());
+    }
 }
 
 /// Runs `f`, which blocks. On a multi-threaded tokio worker, the worker's other
 /// tasks are handed to another thread first so that `f` does not stall them.
 fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
+    if ENTERED_EMBEDDED.get() {
+        return f();
+    }
     match Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
@@ -102,12 +164,6 @@ fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
         _ => f(),
     }
 }
-
-/// How often a waiting rayon worker looks for rayon work that arrived while it slept.
-const RAYON_HELP_INTERVAL: Duration = Duration::from_micros(200);
-
-/// Idle rounds a waiting rayon worker spins before it sleeps.
-const SPIN_ROUNDS: u32 = 64;
 
 struct Unparker {
     thread: Thread,
@@ -125,36 +181,31 @@ impl Wake for Unparker {
     }
 }
 
-fn park_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
+/// Polls `future` on this thread until it completes, parking in between. With
+/// `help`, the thread first runs the cpu tasks its group started that no other
+/// rayon thread has picked up yet (so a pool whose every thread waits on a nested
+/// group still makes progress).
+fn park_on<F: Future>(future: F, help: bool) -> F::Output {
+    // Outside tokio's cooperative budget: inside another runtime's context an
+    // exhausted budget would defer our wake-up to the scheduler this wait blocks.
+    let mut future = pin!(tokio::task::unconstrained(future));
     let unparker = Arc::new(Unparker {
         thread: thread::current(),
         woken: AtomicBool::new(false),
     });
     let waker = Waker::from(Arc::clone(&unparker));
     let mut cx = Context::from_waker(&waker);
-    let on_rayon = rayon::current_thread_index().is_some();
+    let scope = help.then(HelpScope::open);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
         }
-        let mut idle_rounds = 0u32;
         while !unparker.woken.swap(false, Ordering::Acquire) {
-            if on_rayon {
-                // Run other rayon jobs (e.g. this group's own cpu tasks) instead of
-                // sleeping, or a pool whose every thread waits here would deadlock.
-                match rayon::yield_now() {
-                    Some(rayon::Yield::Executed) => idle_rounds = 0,
-                    _ if idle_rounds < SPIN_ROUNDS => {
-                        // A sibling about to finish wakes us sooner than a sleep would
-                        // end: spin briefly first, as rayon's own latches do.
-                        idle_rounds += 1;
-                        std::hint::spin_loop();
-                    }
-                    _ => thread::park_timeout(RAYON_HELP_INTERVAL),
+            match scope.as_ref().and_then(HelpScope::next) {
+                Some(job) => {
+                    job.run_if_unclaimed();
                 }
-            } else {
-                thread::park();
+                None => thread::park(),
             }
         }
     }

@@ -25,8 +25,15 @@ where
     /// Starts `task` (thread and cpu tasks begin at once; an async task at its
     /// first poll, which follows immediately).
     pub fn start<K: Task<Running = R, Output = T>>(task: K) -> Self {
+        // A synchronous caller that cannot poll async tasks itself (a rayon worker, or
+        // a thread inside another runtime's context) has them spawned instead.
+        let start = if crate::executor::spawn_async_on_embedded() {
+            Start::Spawned
+        } else {
+            Start::Inline
+        };
         Child::Running {
-            running: task.start(Start::Inline),
+            running: task.start(start),
         }
     }
 

@@ -83,8 +83,10 @@ where
             Start::Inline => AsyncRunning::Inline { guarded: inline },
             Start::Spawned => {
                 let handle = match Handle::try_current() {
-                    Ok(handle) => handle.spawn(inline),
-                    Err(_) => runtime().spawn(inline),
+                    Ok(handle) if !crate::executor::spawn_async_on_embedded() => {
+                        handle.spawn(inline)
+                    }
+                    _ => runtime().spawn(inline),
                 };
                 AsyncRunning::Spawned {
                     joined: Joined {

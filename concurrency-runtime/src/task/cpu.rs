@@ -5,10 +5,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::oneshot;
 
 use super::{Start, Task, TaskKind, task_common};
 use crate::error::TaskError;
+use crate::executor::Helpable;
 
 /// A CPU task: returned by calling a `#[cpu_task] fn`.
 ///
@@ -66,18 +69,48 @@ where
 
     fn start(self, _: Start) -> CpuRunning<T> {
         let (sender, receiver) = oneshot::channel();
-        let body = self.body;
-        rayon::spawn(move || {
-            // The group was dropped before this job started: never run it.
-            if sender.is_closed() {
-                return;
-            }
-            let _ = sender.send(catch_unwind(AssertUnwindSafe(|| TaskKind::Cpu.enter(body))));
+        let job = Arc::new(CpuJob {
+            parts: Mutex::new(Some((self.body, sender))),
         });
+        let queued = Arc::clone(&job);
+        rayon::spawn(move || {
+            queued.run_if_unclaimed();
+        });
+        // A rayon thread that waits for this task's group may run it itself.
+        crate::executor::offer_help(job);
         CpuRunning {
             receiver,
             name: self.name,
         }
+    }
+}
+
+/// A cpu task's body and result channel, run once by whichever comes first: the
+/// rayon job, or a rayon thread that waits for the task's group.
+struct CpuJob<F, T> {
+    parts: Mutex<Option<(F, oneshot::Sender<std::thread::Result<T>>)>>,
+}
+
+impl<F, T> Helpable for CpuJob<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run_if_unclaimed(&self) -> bool {
+        let parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some((body, sender)) = parts else {
+            return false;
+        };
+        // The group was dropped before this job started: never run it.
+        if sender.is_closed() {
+            return false;
+        }
+        let _ = sender.send(catch_unwind(AssertUnwindSafe(|| TaskKind::Cpu.enter(body))));
+        true
     }
 }
 
