@@ -254,3 +254,41 @@ fn frames_over_the_limit_fail_the_task_not_the_pool() {
     setup();
     assert_eq!(watchdog(|| make_bytes(1000).run()).len(), 1000);
 }
+
+#[cpu_task(process)]
+fn crash_on(n: u64, crash_at: u64) -> u64 {
+    if n == crash_at {
+        std::process::abort();
+    }
+    n
+}
+
+#[test]
+fn a_crash_in_a_busy_pool_fails_only_its_own_task() {
+    setup();
+    // 300 tasks queued at once reach the workers in batches; the tasks queued behind
+    // the crashing one on its worker must still run, on a replacement.
+    let results = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..300)
+                .map(|n| tokio::spawn(async move { crash_on(n, 150).await }))
+                .collect();
+            let mut results = Vec::new();
+            for handle in handles {
+                results.push(handle.await.ok());
+            }
+            results
+        })
+    });
+    for (n, result) in results.iter().enumerate() {
+        if n == 150 {
+            assert_eq!(*result, None, "the crashing task fails");
+        } else {
+            assert_eq!(*result, Some(n as u64), "task {n} is unaffected");
+        }
+    }
+}

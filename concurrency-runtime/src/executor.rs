@@ -165,6 +165,9 @@ fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Spin iterations a helping rayon thread makes before it sleeps (tens of µs).
+const SPIN_LIMIT: u32 = 4096;
+
 struct Unparker {
     thread: Thread,
     woken: AtomicBool,
@@ -200,10 +203,23 @@ fn park_on<F: Future>(future: F, help: bool) -> F::Output {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
         }
+        let mut spins = 0u32;
         while !unparker.woken.swap(false, Ordering::Acquire) {
             match scope.as_ref().and_then(HelpScope::next) {
                 Some(job) => {
                     job.run_if_unclaimed();
+                }
+                // A rayon thread waits for siblings that other rayon threads took:
+                // they are usually short, so spin briefly before sleeping, as
+                // rayon's own latches do (a sleep and wake-up across CPUs costs far
+                // more than a short task).
+                None if scope.is_some() && spins < SPIN_LIMIT => {
+                    spins += 1;
+                    if spins.is_multiple_of(64) {
+                        thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                 }
                 None => thread::park(),
             }

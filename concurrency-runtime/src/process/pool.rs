@@ -108,20 +108,40 @@ pub(crate) fn worker_pids() -> Vec<u32> {
 }
 
 impl Shared {
-    fn next_job(&self) -> Job {
+    /// Waits for work, then takes a fair share of the queue (at least one job).
+    fn next_batch(&self) -> Vec<Job> {
         let mut queue = self
             .queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        loop {
-            if let Some(job) = queue.pop_front() {
-                return job;
-            }
+        while queue.is_empty() {
             queue = self
                 .available
                 .wait(queue)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        let take = (queue.len() / self.config.workers).clamp(1, MAX_BATCH);
+        let batch: Vec<Job> = queue.drain(..take).collect();
+        if !queue.is_empty() {
+            self.available.notify_one();
+        }
+        batch
+    }
+
+    /// Puts jobs that never started back at the head of the queue, in order.
+    fn requeue(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for job in jobs.into_iter().rev() {
+            queue.push_front(job);
+        }
+        drop(queue);
+        self.available.notify_all();
     }
 
     fn set_pid(&self, slot: usize, pid: Option<u32>) {
@@ -131,16 +151,28 @@ impl Shared {
     }
 }
 
+/// Most jobs a driver sends to its worker at once.
+const MAX_BATCH: usize = 64;
+
 /// The driver loop of one worker slot. Never returns (see the module docs).
+///
+/// It takes a batch of queued jobs (one when the queue is short, more when many
+/// wait, so that the worker never idles between tasks), sends them all, then reads
+/// the answers in order. If the worker dies, the job it was running gets the crash
+/// error and the jobs queued behind it, which never started, go back to the queue.
 fn drive(shared: &Shared, slot: usize) {
     let mut worker: Option<Worker> = None;
     let mut next_id: u64 = 0;
     loop {
-        let job = shared.next_job();
-        if job.reply.is_closed() {
-            continue; // cancelled before it started
+        let batch: Vec<Job> = shared
+            .next_batch()
+            .into_iter()
+            .filter(|job| !job.reply.is_closed())
+            .collect();
+        if batch.is_empty() {
+            continue; // all cancelled before they started
         }
-        let current = match worker.take() {
+        let mut current = match worker.take() {
             Some(current) => current,
             None => match Worker::spawn(&shared.config) {
                 Ok(spawned) => {
@@ -148,21 +180,59 @@ fn drive(shared: &Shared, slot: usize) {
                     spawned
                 }
                 Err(error) => {
-                    let _ = job
-                        .reply
-                        .send(Err(TaskError::spawn_failed(job.name, error.to_string())));
+                    for job in batch {
+                        let _ = job
+                            .reply
+                            .send(Err(TaskError::spawn_failed(job.name, error.to_string())));
+                    }
                     continue;
                 }
             },
         };
-        next_id = next_id.wrapping_add(1);
-        let (outcome, survivor) = current.call(next_id, &job, shared.config.max_frame_bytes);
+        let max_frame = shared.config.max_frame_bytes;
+        let mut sent = VecDeque::with_capacity(batch.len());
+        let mut unsent = Vec::new();
+        let mut jobs = batch.into_iter();
+        for job in jobs.by_ref() {
+            next_id = next_id.wrapping_add(1);
+            match current.send(next_id, &job, max_frame) {
+                Ok(()) => sent.push_back((next_id, job)),
+                Err(Unsent::Refused(error)) => {
+                    let _ = job.reply.send(Err(error));
+                }
+                Err(Unsent::Broken) => {
+                    unsent.push(job);
+                    break;
+                }
+            }
+        }
+        unsent.extend(jobs);
+        if current.flush().is_err() {
+            // The worker is gone; the reads below report it on the first job.
+        }
+        let mut survivor = Some(current);
+        while let Some((id, job)) = sent.pop_front() {
+            let Some(current) = survivor.take() else {
+                unsent.push(job);
+                continue;
+            };
+            let (outcome, next) = current.receive(id, &job, max_frame);
+            let _ = job.reply.send(outcome);
+            survivor = next;
+        }
         if survivor.is_none() {
             shared.set_pid(slot, None);
         }
         worker = survivor;
-        let _ = job.reply.send(outcome);
+        shared.requeue(unsent);
     }
+}
+
+enum Unsent {
+    /// This job cannot be sent (its frame is too large); the worker is fine.
+    Refused(TaskError),
+    /// The channel broke: the worker is gone.
+    Broken,
 }
 
 struct Worker {
@@ -211,31 +281,34 @@ impl Worker {
         })
     }
 
-    /// Runs one job. Returns the outcome and the worker if it is still usable.
-    fn call(
+    /// Writes one request (buffered; see `flush`).
+    fn send(&mut self, id: u64, job: &Job, max_frame: u64) -> Result<(), Unsent> {
+        let header = protocol::request_header(id, job.task_id);
+        let length = (header.len() + job.args.len()) as u64;
+        if length > max_frame {
+            return Err(Unsent::Refused(TaskError::protocol(
+                job.name,
+                format!(
+                    "the arguments' frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes"
+                ),
+            )));
+        }
+        protocol::write_frame(&mut self.writer, &[&header, &job.args]).map_err(|_| Unsent::Broken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+
+    /// Reads the answer to request `id`. Returns the outcome and the worker if it is
+    /// still usable.
+    fn receive(
         mut self,
         id: u64,
         job: &Job,
         max_frame: u64,
     ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
-        let header = protocol::request_header(id, job.task_id);
-        let length = (header.len() + job.args.len()) as u64;
-        if length > max_frame {
-            let error = TaskError::protocol(
-                job.name,
-                format!(
-                    "the arguments' frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes"
-                ),
-            );
-            return (Err(error), Some(self));
-        }
-        let sent = protocol::write_frame(&mut self.writer, &[&header, &job.args])
-            .and_then(|()| self.writer.flush());
-        let body = match sent {
-            Ok(()) => protocol::read_frame(&mut self.reader, max_frame),
-            Err(error) => Err(FrameError::Io(error)),
-        };
-        let body = match body {
+        let body = match protocol::read_frame(&mut self.reader, max_frame) {
             Ok(body) => body,
             Err(FrameError::TooLarge { length, max }) => {
                 let error = TaskError::protocol(
