@@ -468,3 +468,21 @@ fn thousands_of_cpu_tasks_waiting_on_io_do_not_exhaust_rayon_stacks() {
     assert_eq!(all.len(), 5000);
     assert!(all.iter().enumerate().all(|(n, r)| *r == (n, n + 1, n + 2)));
 }
+
+#[test]
+fn try_run_returns_the_failure_as_a_value() {
+    let error = watchdog(|| explodes("typed".into()).try_run()).expect_err("fails");
+    assert_eq!(error.task(), "explode");
+    assert_eq!(
+        error.kind(),
+        &concurrency_runtime::TaskErrorKind::Panicked {
+            message: "typed".into()
+        }
+    );
+    assert_eq!(error.to_string(), "task `explode` panicked: typed");
+    assert_eq!(watchdog(|| square(3).try_run()), Ok(9));
+    assert_eq!(
+        watchdog(|| greet("t".into()).try_run()),
+        Ok("hello t".to_string())
+    );
+}

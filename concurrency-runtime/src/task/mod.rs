@@ -194,6 +194,11 @@ impl<R> fmt::Debug for TaskFuture<R> {
     }
 }
 
+/// Runs one task to completion from synchronous code, returning its failure.
+fn try_run<T: Task>(task: T) -> Result<T::Output, TaskError> {
+    crate::executor::block_on_group(&[T::KIND], task.start(Start::Inline))
+}
+
 /// Runs one task to completion from synchronous code.
 #[track_caller]
 fn run<T: Task>(task: T) -> T::Output {
@@ -221,6 +226,18 @@ macro_rules! task_common {
                 Self: crate::task::Task,
             {
                 crate::task::run(self)
+            }
+
+            /// Like [`run`](Self::run), but a failure comes back as a
+            /// [`TaskError`](crate::TaskError) (which task, and how it failed)
+            /// instead of a panic.
+            pub fn try_run(
+                self,
+            ) -> ::std::result::Result<<Self as crate::task::Task>::Output, crate::TaskError>
+            where
+                Self: crate::task::Task,
+            {
+                crate::task::try_run(self)
             }
 
             /// The task's name: the `name = "..."` option, or the function's name.

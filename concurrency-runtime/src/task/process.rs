@@ -80,6 +80,26 @@ where
         super::run(self)
     }
 
+    /// Like [`run`](Self::run), but a failure comes back as a [`TaskError`] (which
+    /// task, and how: a panic, a crash of the worker with its signal or exit code, a
+    /// serialization failure) instead of a panic.
+    ///
+    /// ```
+    /// use concurrency_runtime::{TaskErrorKind, cpu_task};
+    ///
+    /// #[cpu_task(process)]
+    /// fn exits(code: i32) -> u32 {
+    ///     std::process::exit(code)
+    /// }
+    ///
+    /// let error = exits(3).try_run().unwrap_err();
+    /// assert_eq!(error.task(), "exits");
+    /// assert!(matches!(error.kind(), TaskErrorKind::Crashed { exit_code: Some(3), .. }));
+    /// ```
+    pub fn try_run(self) -> Result<R, TaskError> {
+        super::try_run(self)
+    }
+
     /// The task's name: the `name = "..."` option, or the function's name.
     pub fn name(&self) -> &'static str {
         self.name
