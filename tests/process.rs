@@ -131,3 +131,21 @@ fn the_worker_marker_without_a_channel_exits_without_running_main() {
         "{stderr}"
     );
 }
+
+#[cpu_task(process)]
+fn reverse(data: Vec<u8>) -> Vec<u8> {
+    let mut data = data;
+    data.reverse();
+    data
+}
+
+#[test]
+fn a_256_mib_argument_and_result_round_trip_within_the_default_limit() {
+    pool_of_two();
+    let size = 256 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let expected: Vec<u8> = data.iter().rev().copied().collect();
+    let reversed = watchdog(move || reverse(data).run());
+    assert_eq!(reversed.len(), size);
+    assert!(reversed == expected, "the payload came back intact");
+}
