@@ -74,28 +74,25 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
                 #ret_ident
             })),
         ),
-        (Attribute::IoTask, false) => (
-            quote_spanned!(ret_span=>
-                #private::BlockingIoTask<
-                    impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
-                >
-            ),
-            quote!(#private::BlockingIoTask::new(#name, move || -> #ret {
-                #bindings
-                #block
-            })),
-        ),
-        (Attribute::CpuTask, _) => (
-            quote_spanned!(ret_span=>
-                #private::CpuTask<
-                    impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
-                >
-            ),
-            quote!(#private::CpuTask::new(#name, move || -> #ret {
-                #bindings
-                #block
-            })),
-        ),
+        (attribute, _) => {
+            // A blocking I/O task and a cpu task are both a closure over the body;
+            // only the type (and so the executor) differs.
+            let kind = match attribute {
+                Attribute::IoTask => Ident::new("BlockingIoTask", Span::call_site()),
+                Attribute::CpuTask => Ident::new("CpuTask", Span::call_site()),
+            };
+            (
+                quote_spanned!(ret_span=>
+                    #private::#kind<
+                        impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
+                    >
+                ),
+                quote!(#private::#kind::new(#name, move || -> #ret {
+                    #bindings
+                    #block
+                })),
+            )
+        }
     };
 
     let fn_token = &sig.fn_token;
