@@ -110,10 +110,22 @@ pub(crate) fn worker_pids() -> Vec<u32> {
 impl Shared {
     /// Waits for work, then takes a fair share of the queue (at least one job).
     fn next_batch(&self) -> Vec<Job> {
+        // A caller that just got its answer often submits its next task within
+        // microseconds: look for it briefly before sleeping (a sleep and wake-up
+        // costs 10-25 µs on a small VM).
+        let started = std::time::Instant::now();
         let mut queue = self
             .queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while queue.is_empty() && started.elapsed() < SPIN_FOR_JOBS {
+            drop(queue);
+            std::hint::spin_loop();
+            queue = self
+                .queue
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
         while queue.is_empty() {
             queue = self
                 .available
@@ -150,6 +162,9 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())[slot] = pid;
     }
 }
+
+/// How long an idle driver looks for a new job before it sleeps.
+const SPIN_FOR_JOBS: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// How long a driver polls for its worker's answer before it blocks.
 const SPIN_FOR_ANSWER: std::time::Duration = std::time::Duration::from_micros(50);
