@@ -6,10 +6,11 @@
 //!   the core count (up to tokio's default of 512 threads).
 //! - CPU tasks use rayon's global pool.
 //!
-//! A synchronous caller never builds a second runtime: it parks its own thread until
-//! the group is done. On a tokio multi-threaded worker it first moves the worker's
-//! other tasks elsewhere (`block_in_place`); on a rayon worker it keeps executing
-//! rayon jobs while it waits, so nested groups cannot starve a saturated pool.
+//! A synchronous caller never builds a second runtime: it polls the group on its own
+//! thread and parks in between. On a tokio multi-threaded worker it first moves the
+//! worker's other tasks elsewhere (`block_in_place`); on a rayon worker it runs its
+//! own group's queued cpu tasks while it waits, so nested groups cannot starve a
+//! saturated pool (see `block_on_group`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -43,18 +44,19 @@ pub(crate) fn runtime() -> &'static Handle {
 
 /// Runs a group to completion from synchronous code and returns its output.
 ///
-/// `kinds` lists the group's task kinds (one entry per kind is enough). Where the
-/// group's own future is polled depends on them and on the caller:
+/// `kinds` lists the group's task kinds (one entry per kind is enough). The group's
+/// own future is always polled on the calling thread; what differs is where its
+/// tasks run:
 ///
-/// - async tasks, caller not on rayon: polled on the caller's thread inside a tokio
-///   runtime context (the caller's, else the embedded one), exactly like
-///   `Runtime::block_on(tokio::join!(..))`, so no extra thread hop;
-/// - async tasks, caller on a rayon worker: the group is spawned on the embedded
-///   runtime and the rayon thread keeps running rayon jobs while it waits;
 /// - only cpu tasks, caller not on rayon: the group is driven from inside rayon's
-///   pool, like `rayon::join` (one job injected, one wake-up back), and its tasks are
+///   pool, like `rayon::join` (one job injected, one wake-up back), so its tasks are
 ///   pushed to that worker's local queue;
-/// - otherwise the caller parks until the tasks are done.
+/// - async tasks, caller on a plain thread: they are polled right here inside the
+///   embedded runtime's context, like `Runtime::block_on(tokio::join!(..))`;
+/// - async tasks, caller on a rayon worker or inside any tokio context: they are
+///   spawned on the embedded runtime (see `spawn_async_on_embedded`);
+/// - a waiting rayon worker runs the cpu tasks its group queued that no other
+///   thread took yet, then parks.
 pub fn block_on_group<F>(kinds: &[TaskKind], group: F) -> F::Output
 where
     F: Future + Send + 'static,

@@ -58,7 +58,7 @@ where
     }
 }
 
-task_common!(AsyncIoTask);
+task_common!(AsyncIoTask<F>);
 
 impl<F> Task for AsyncIoTask<F>
 where

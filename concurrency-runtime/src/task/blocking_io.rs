@@ -45,7 +45,7 @@ where
     }
 }
 
-task_common!(BlockingIoTask);
+task_common!(BlockingIoTask<F>);
 
 impl<F, T> Task for BlockingIoTask<F>
 where

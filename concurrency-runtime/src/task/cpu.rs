@@ -52,7 +52,7 @@ where
     }
 }
 
-task_common!(CpuTask);
+task_common!(CpuTask<F>);
 
 impl<F, T> Task for CpuTask<F>
 where

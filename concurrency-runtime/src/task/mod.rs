@@ -210,8 +210,8 @@ fn run<T: Task>(task: T) -> T::Output {
 
 /// The parts every task type shares: its name, `run`, `IntoFuture`, `Debug`.
 macro_rules! task_common {
-    ($task:ident) => {
-        impl<F> $task<F> {
+    ($task:ident < $($param:ident),+ >) => {
+        impl<$($param),+> $task<$($param),+> {
             /// Runs the task on its executor and blocks the current thread until it is done.
             ///
             /// For synchronous code: no runtime needs to be set up. In async code,
@@ -246,7 +246,7 @@ macro_rules! task_common {
             }
         }
 
-        impl<F> ::std::future::IntoFuture for $task<F>
+        impl<$($param),+> ::std::future::IntoFuture for $task<$($param),+>
         where
             Self: crate::task::Task,
         {
@@ -260,7 +260,7 @@ macro_rules! task_common {
             }
         }
 
-        impl<F> ::std::fmt::Debug for $task<F> {
+        impl<$($param),+> ::std::fmt::Debug for $task<$($param),+> {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct(stringify!($task))
                     .field("name", &self.name)
@@ -268,7 +268,7 @@ macro_rules! task_common {
             }
         }
 
-        impl<F> crate::task::sealed::Sealed for $task<F> {}
+        impl<$($param),+> crate::task::sealed::Sealed for $task<$($param),+> {}
     };
 }
 pub(crate) use task_common;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{Start, Task, TaskFuture, TaskKind, sealed};
+use super::{Start, Task, TaskKind, task_common};
 use crate::error::{SerializationStage, TaskError};
 use crate::process::registry::ProcessEntry;
 use crate::process::{Job, submit};
@@ -33,6 +33,21 @@ use crate::process::{Job, submit};
 /// assert_eq!(square, 144);
 /// assert_ne!(pid, std::process::id()); // it really ran in another process
 /// assert_eq!(pid_and_square(3).run_inline().1, 9); // the body, in this process
+/// ```
+///
+/// `try_run` returns a failure as a value, e.g. a worker that exits mid-task:
+///
+/// ```
+/// use concurrency_runtime::{TaskErrorKind, cpu_task};
+///
+/// #[cpu_task(process)]
+/// fn exits(code: i32) -> u32 {
+///     std::process::exit(code)
+/// }
+///
+/// let error = exits(3).try_run().unwrap_err();
+/// assert_eq!(error.task(), "exits");
+/// assert!(matches!(error.kind(), TaskErrorKind::Crashed { exit_code: Some(3), .. }));
 /// ```
 #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
 pub struct ProcessTask<A, R> {
@@ -68,43 +83,9 @@ where
     pub fn run_inline(self) -> R {
         (self.body)(self.args)
     }
-
-    /// Runs the task in a worker process and blocks until it is done.
-    ///
-    /// # Panics
-    ///
-    /// If the task fails (panics, crashes its worker, or its data does not
-    /// serialize), with a message that names the task and says how.
-    #[track_caller]
-    pub fn run(self) -> R {
-        super::run(self)
-    }
-
-    /// Like [`run`](Self::run), but a failure comes back as a [`TaskError`] (which
-    /// task, and how: a panic, a crash of the worker with its signal or exit code, a
-    /// serialization failure) instead of a panic.
-    ///
-    /// ```
-    /// use concurrency_runtime::{TaskErrorKind, cpu_task};
-    ///
-    /// #[cpu_task(process)]
-    /// fn exits(code: i32) -> u32 {
-    ///     std::process::exit(code)
-    /// }
-    ///
-    /// let error = exits(3).try_run().unwrap_err();
-    /// assert_eq!(error.task(), "exits");
-    /// assert!(matches!(error.kind(), TaskErrorKind::Crashed { exit_code: Some(3), .. }));
-    /// ```
-    pub fn try_run(self) -> Result<R, TaskError> {
-        super::try_run(self)
-    }
-
-    /// The task's name: the `name = "..."` option, or the function's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
+
+task_common!(ProcessTask<A, R>);
 
 impl<A, R> Task for ProcessTask<A, R>
 where
@@ -150,32 +131,6 @@ where
         }
     }
 }
-
-impl<A, R> std::future::IntoFuture for ProcessTask<A, R>
-where
-    A: Serialize + Send + 'static,
-    R: DeserializeOwned + Send + 'static,
-{
-    type Output = R;
-    type IntoFuture = TaskFuture<ProcessRunning<R>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        TaskFuture {
-            running: self.start(Start::Inline),
-        }
-    }
-}
-
-impl<A, R> std::fmt::Debug for ProcessTask<A, R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessTask")
-            .field("name", &self.name)
-            .field("id", &self.entry.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<A, R> sealed::Sealed for ProcessTask<A, R> {}
 
 enum State {
     Waiting(oneshot::Receiver<Result<Vec<u8>, TaskError>>),
