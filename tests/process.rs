@@ -149,3 +149,18 @@ fn a_256_mib_argument_and_result_round_trip_within_the_default_limit() {
     assert_eq!(reversed.len(), size);
     assert!(reversed == expected, "the payload came back intact");
 }
+
+#[test]
+fn the_pool_is_configured_before_it_starts_and_needs_a_worker() {
+    assert_eq!(
+        process::configure(PoolConfig::default().workers(0)),
+        Err(process::ConfigError::ZeroWorkers)
+    );
+    pool_of_two();
+    assert_eq!(watchdog(|| sum_squares(vec![1], 0).run()), 1);
+    assert_eq!(
+        process::configure(PoolConfig::default().workers(3)),
+        Err(process::ConfigError::AlreadyStarted)
+    );
+    assert!(process::worker_pids().len() <= 2);
+}

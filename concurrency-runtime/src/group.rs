@@ -65,7 +65,8 @@ where
 }
 
 /// Starts every task at once, then waits for each in input order. Dropping this
-/// future cancels the tasks that have not finished.
+/// future aborts its async tasks and keeps queued thread, cpu and process tasks from
+/// starting; those already running finish.
 pub async fn run_all<K: Task>(tasks: Vec<K>) -> Vec<Result<K::Output, TaskError>> {
     let running: Vec<K::Running> = tasks
         .into_iter()

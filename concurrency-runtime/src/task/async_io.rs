@@ -13,11 +13,17 @@ use crate::executor::{AbortOnDrop, runtime};
 
 /// An async I/O task: returned by calling an `#[io_task] async fn`.
 ///
-/// Inside `run_concurrently!` (or when awaited) the future is polled as part of the
-/// caller's tokio task, exactly like `tokio::join!` does, with each poll guarded so a
-/// panic fails only this task. In the collection form (`run_concurrently!(for ...)`)
-/// each future is spawned as its own tokio task, like a `JoinSet`. Either way it is
-/// polled inside a tokio runtime context: the caller's, or the embedded one.
+/// Awaited, or in `run_concurrently!(async; ...)`, the future is polled as part of
+/// the caller's tokio task, exactly like `tokio::join!` does, with each poll guarded
+/// so a panic fails only this task. From synchronous code on a plain thread it is
+/// polled on that thread inside the embedded runtime's context, like
+/// `Runtime::block_on`. It is spawned as its own tokio task in the collection form
+/// (`run_concurrently!(for ...)`, like a `JoinSet`) and when a synchronous caller is a
+/// rayon worker or sits inside a tokio context. Either way it is polled inside a
+/// tokio runtime context.
+///
+/// The body alone: `.run_inline()` returns the future without the guard, to
+/// `.await` in a unit test:
 ///
 /// ```
 /// use concurrency_runtime::io_task;
@@ -30,9 +36,10 @@ use crate::executor::{AbortOnDrop, runtime};
 ///
 /// // From synchronous code:
 /// assert_eq!(greet("sync".into()).run(), "hello sync");
-/// // The body alone, e.g. in a unit test (any executor, or none but this one):
-/// let body = greet("test".into()).run_inline();
-/// # let _ = body;
+/// // The body alone, e.g. in a `#[tokio::test]`:
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(greet("test".into()).run_inline().await, "hello test");
+/// # });
 /// ```
 #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
 pub struct AsyncIoTask<F> {
