@@ -93,6 +93,29 @@ impl<'a> TaskFn<'a> {
         self.options.process.is_some()
     }
 
+    /// Whether the return type is written as a `Result` (any path ending in
+    /// `Result`, e.g. `io::Result<T>`): its `Err` then counts as the task's failure.
+    pub(crate) fn is_fallible(&self) -> bool {
+        fn is_result(ty: &syn::Type) -> bool {
+            match ty {
+                syn::Type::Path(path) => {
+                    path.qself.is_none()
+                        && path.path.segments.last().is_some_and(|last| {
+                            last.ident == "Result"
+                                && matches!(last.arguments, syn::PathArguments::AngleBracketed(_))
+                        })
+                }
+                syn::Type::Paren(inner) => is_result(&inner.elem),
+                syn::Type::Group(inner) => is_result(&inner.elem),
+                _ => false,
+            }
+        }
+        match &self.original.sig.output {
+            syn::ReturnType::Type(_, ty) => is_result(ty),
+            syn::ReturnType::Default => false,
+        }
+    }
+
     pub(crate) fn is_async(&self) -> bool {
         self.original.sig.asyncness.is_some()
     }

@@ -9,7 +9,7 @@ use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
+use syn::{Expr, ExprArray, ExprLit, ExprPath, Ident, Lit, LitInt, LitStr, Token};
 
 use crate::errors::Errors;
 
@@ -31,8 +31,10 @@ impl Attribute {
     /// The options this attribute accepts, in the order they are documented.
     fn options(self) -> &'static [&'static str] {
         match self {
-            Attribute::IoTask => &["name"],
-            Attribute::CpuTask => &["name", "process"],
+            Attribute::IoTask => &["name", "timeout", "retries", "backoff", "retry_on", "limit"],
+            Attribute::CpuTask => &[
+                "name", "process", "timeout", "retries", "backoff", "retry_on", "limit",
+            ],
         }
     }
 }
@@ -67,7 +69,37 @@ pub(crate) struct TaskOptions {
     pub(crate) name: Option<LitStr>,
     /// `process`: run in a worker process (`#[cpu_task]` only).
     pub(crate) process: Option<Ident>,
+    /// `timeout = "2s"`: each attempt's deadline.
+    pub(crate) timeout: Option<Valued<std::time::Duration>>,
+    /// `retries = 3`: attempts after the first.
+    pub(crate) retries: Option<Valued<u32>>,
+    /// `backoff = "100ms"`: the first pause between attempts; it doubles.
+    pub(crate) backoff: Option<Valued<std::time::Duration>>,
+    /// `retry_on = [crash, timeout]`: the failures that are retried.
+    pub(crate) retry_on: Option<Valued<Vec<Ident>>>,
+    /// `limit = 4`: at most this many running at once, program-wide.
+    pub(crate) limit: Option<Valued<usize>>,
 }
+
+/// An option's checked value, with its key for error spans.
+pub(crate) struct Valued<T> {
+    pub(crate) key: Ident,
+    pub(crate) value: T,
+}
+
+impl TaskOptions {
+    /// Whether any option changes how the task runs (not just its name).
+    pub(crate) fn has_policy(&self) -> bool {
+        self.timeout.is_some()
+            || self.retries.is_some()
+            || self.backoff.is_some()
+            || self.retry_on.is_some()
+            || self.limit.is_some()
+    }
+}
+
+/// The failures `retry_on` accepts, in the order they are documented.
+pub(crate) const RETRY_KINDS: &[&str] = &["panic", "timeout", "crash", "error"];
 
 /// Parses and checks the attribute's arguments, reporting every mistake at once.
 pub(crate) fn parse(attribute: Attribute, tokens: TokenStream) -> syn::Result<TaskOptions> {
@@ -102,6 +134,37 @@ pub(crate) fn parse(attribute: Attribute, tokens: TokenStream) -> syn::Result<Ta
                     "`process` is a flag and takes no value: write `#[cpu_task(process)]`",
                 ),
             },
+            "timeout" => match duration_value(&option, "timeout", "2s") {
+                Ok(value) if value.is_zero() => {
+                    errors.spanned(option.value.as_ref(), "`timeout` must be longer than zero")
+                }
+                Ok(value) => options.timeout = Some(valued(&option, value)),
+                Err(error) => errors.push(error),
+            },
+            "backoff" => match duration_value(&option, "backoff", "100ms") {
+                Ok(value) => options.backoff = Some(valued(&option, value)),
+                Err(error) => errors.push(error),
+            },
+            "retries" => match count_value::<u32>(&option, "retries", "3") {
+                Ok(0) => errors.spanned(
+                    option.value.as_ref(),
+                    "`retries = 0` means a single attempt: remove the option",
+                ),
+                Ok(value) => options.retries = Some(valued(&option, value)),
+                Err(error) => errors.push(error),
+            },
+            "limit" => match count_value::<usize>(&option, "limit", "4") {
+                Ok(0) => errors.spanned(
+                    option.value.as_ref(),
+                    "`limit = 0` would never run the task: the limit must be at least 1",
+                ),
+                Ok(value) => options.limit = Some(valued(&option, value)),
+                Err(error) => errors.push(error),
+            },
+            "retry_on" => match retry_on_value(&option) {
+                Ok(value) => options.retry_on = Some(valued(&option, value)),
+                Err(error) => errors.push(error),
+            },
             _ => errors.spanned(&option.key, unknown_option(attribute, &key)),
         }
     }
@@ -130,6 +193,137 @@ fn name_value(option: &RawOption) -> syn::Result<LitStr> {
         }
         Some(other) => Err(syn::Error::new_spanned(other, HINT)),
     }
+}
+
+fn valued<T>(option: &RawOption, value: T) -> Valued<T> {
+    Valued {
+        key: option.key.clone(),
+        value,
+    }
+}
+
+/// `key = "250ms"`: a duration with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`).
+fn duration_value(
+    option: &RawOption,
+    key: &str,
+    example: &str,
+) -> syn::Result<std::time::Duration> {
+    let hint = format!(
+        "`{key}` expects a duration as a string with a unit, e.g. `{key} = \"{example}\"` \
+         (units: ns, us, ms, s, m, h)"
+    );
+    match &option.value {
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        })) => parse_duration(&lit.value())
+            .ok_or_else(|| syn::Error::new_spanned(lit, format!("invalid duration: {hint}"))),
+        Some(other) => Err(syn::Error::new_spanned(other, hint)),
+        None => Err(syn::Error::new_spanned(&option.key, hint)),
+    }
+}
+
+/// Parses `"1.5s"`, `"250ms"`, `"2m"`... into a duration; `None` if malformed or
+/// out of range.
+pub(crate) fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim());
+    let nanos_per_unit: f64 = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" | "min" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    };
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let nanos = value * nanos_per_unit;
+    // Whole nanoseconds only, and within what `Duration::from_nanos` takes.
+    if !nanos.is_finite() || nanos.fract() != 0.0 || nanos > u64::MAX as f64 {
+        return None;
+    }
+    Some(std::time::Duration::from_nanos(nanos as u64))
+}
+
+/// `key = 3`: a non-negative integer literal.
+fn count_value<N>(option: &RawOption, key: &str, example: &str) -> syn::Result<N>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    let hint = format!("`{key}` expects a whole number, e.g. `{key} = {example}`");
+    match &option.value {
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        })) => parse_int(lit, &hint),
+        Some(other) => Err(syn::Error::new_spanned(other, hint)),
+        None => Err(syn::Error::new_spanned(&option.key, hint)),
+    }
+}
+
+fn parse_int<N>(lit: &LitInt, hint: &str) -> syn::Result<N>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    lit.base10_parse::<N>()
+        .map_err(|error| syn::Error::new_spanned(lit, format!("{error}: {hint}")))
+}
+
+/// `retry_on = [crash, timeout]`: a non-empty list of failure kinds.
+fn retry_on_value(option: &RawOption) -> syn::Result<Vec<Ident>> {
+    const HINT: &str = "`retry_on` expects a list of failures, e.g. `retry_on = [crash, timeout]` \
+                        (failures: panic, timeout, crash, error)";
+    let Some(Expr::Array(ExprArray { elems, .. })) = &option.value else {
+        return Err(match &option.value {
+            Some(other) => syn::Error::new_spanned(other, HINT),
+            None => syn::Error::new_spanned(&option.key, HINT),
+        });
+    };
+    if elems.is_empty() {
+        return Err(syn::Error::new_spanned(
+            option.value.as_ref(),
+            "`retry_on = []` would retry nothing: list the failures to retry, or remove `retries`",
+        ));
+    }
+    let mut errors = Errors::default();
+    let mut kinds: Vec<Ident> = Vec::new();
+    for elem in elems {
+        let ident = match elem {
+            Expr::Path(ExprPath {
+                path, qself: None, ..
+            }) => path.get_ident(),
+            _ => None,
+        };
+        let Some(ident) = ident else {
+            errors.spanned(elem, HINT);
+            continue;
+        };
+        let text = ident.to_string();
+        if !RETRY_KINDS.contains(&text.as_str()) {
+            let mut message = format!("unknown failure `{text}` in `retry_on`");
+            if let Some(near) = did_you_mean(&text, RETRY_KINDS) {
+                message.push_str(&format!("; did you mean `{near}`?"));
+            }
+            message.push_str("\nfailures: `panic`, `timeout`, `crash`, `error`");
+            errors.spanned(ident, message);
+        } else if kinds.iter().any(|kind| kind == ident) {
+            errors.spanned(
+                ident,
+                format_args!("`{text}` is listed twice in `retry_on`"),
+            );
+        } else {
+            kinds.push(ident.clone());
+        }
+    }
+    errors.finish()?;
+    Ok(kinds)
 }
 
 fn unknown_option(attribute: Attribute, key: &str) -> String {
@@ -180,5 +374,31 @@ mod tests {
         assert_eq!(did_you_mean("nme", &["name"]), Some("name"));
         assert_eq!(did_you_mean("Name", &["name"]), Some("name"));
         assert_eq!(did_you_mean("timeout", &["name"]), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("10us"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        for bad in [
+            "",
+            "2",
+            "s",
+            "2 sec",
+            "1.s",
+            ".5s",
+            "1.5ns",
+            "-1s",
+            "1e3ms",
+            "9999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
     }
 }

@@ -5,8 +5,11 @@
 //! ```text
 //! run_concurrently!( [MODIFIER, ... ;] CALL, CALL, ... [,] )
 //! run_concurrently!( [MODIFIER, ... ;] for ITERATOR )
-//! MODIFIER := async
+//! MODIFIER := async | try | all
 //! ```
+//!
+//! `try` and `all` choose how failures are reported (see [`Mode`]); `async` makes
+//! the invocation a future.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
@@ -20,7 +23,39 @@ use crate::attr::did_you_mean;
 use crate::errors::Errors;
 use crate::private::Private;
 
-const MODIFIERS: &[&str] = &["async"];
+const MODIFIERS: &[&str] = &["async", "try", "all"];
+
+/// How a group reports failures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The functions' values; the first failure cancels the rest and panics.
+    Values,
+    /// `try;`: `Result<values, TaskError>`; the first failure (including a task's
+    /// own `Err`) cancels the rest and is returned.
+    FailFast,
+    /// `all;`: every task's `Result`, in argument order; nothing is cancelled.
+    CollectAll,
+}
+
+impl Mode {
+    /// The runtime's type for this mode.
+    fn marker(self, private: Private) -> TokenStream {
+        match self {
+            Mode::Values => quote!(#private::Values),
+            Mode::FailFast => quote!(#private::FailFast),
+            Mode::CollectAll => quote!(#private::CollectAll),
+        }
+    }
+
+    /// Turns the group's `Result<_, _>` into what the invocation returns.
+    fn finish(self, private: Private, outcome: TokenStream) -> TokenStream {
+        match self {
+            Mode::Values => quote!(#private::value(#outcome)),
+            Mode::FailFast => outcome,
+            Mode::CollectAll => quote!(#private::settled(#outcome)),
+        }
+    }
+}
 
 const USAGE: &str = "expected task calls, e.g. `run_concurrently!(fetch(1), crunch(2))`, \
                      or a collection, e.g. `run_concurrently!(for urls.into_iter().map(download))`";
@@ -41,6 +76,7 @@ enum Body {
 /// Checked form, ready to expand.
 pub(crate) struct Checked {
     is_async: bool,
+    mode: Mode,
     body: Body,
 }
 
@@ -113,19 +149,43 @@ impl Invocation {
     pub(crate) fn validate(self) -> syn::Result<Checked> {
         let mut errors = Errors::default();
         let mut is_async = false;
+        let mut mode: Option<(Mode, &Ident)> = None;
         for modifier in &self.modifiers {
             let text = modifier.unraw().to_string();
-            match text.as_str() {
-                "async" if is_async => errors.spanned(modifier, "duplicate modifier `async`"),
-                "async" => is_async = true,
+            let chosen = match text.as_str() {
+                "async" if is_async => {
+                    errors.spanned(modifier, "duplicate modifier `async`");
+                    continue;
+                }
+                "async" => {
+                    is_async = true;
+                    continue;
+                }
+                "try" => Mode::FailFast,
+                "all" => Mode::CollectAll,
                 _ => {
                     let mut message = format!("unknown modifier `{text}` for run_concurrently!");
                     if let Some(near) = did_you_mean(&text, MODIFIERS) {
                         message.push_str(&format!("; did you mean `{near}`?"));
                     }
-                    message.push_str("\nvalid modifiers: `async`");
+                    message.push_str("\nvalid modifiers: `async`, `try`, `all`");
                     errors.spanned(modifier, message);
+                    continue;
                 }
+            };
+            match mode {
+                Some((_, first)) if first.unraw() == text => {
+                    errors.spanned(modifier, format_args!("duplicate modifier `{text}`"));
+                }
+                Some((_, first)) => errors.spanned(
+                    modifier,
+                    format_args!(
+                        "`{text}` contradicts `{}`: `try` stops at the first failure and returns \
+                         it, `all` runs every task and returns each one's `Result`; choose one",
+                        first.unraw()
+                    ),
+                ),
+                None => mode = Some((chosen, modifier)),
             }
         }
         if let Body::Calls(calls) = &self.body {
@@ -143,6 +203,7 @@ impl Invocation {
         errors.finish()?;
         Ok(Checked {
             is_async,
+            mode: mode.map_or(Mode::Values, |(mode, _)| mode),
             body: self.body,
         })
     }
@@ -182,66 +243,87 @@ impl Checked {
         let lets = calls.iter().zip(&tasks).map(
             |(call, task)| quote_spanned!(call.span()=> let #task = #private::as_task(#call);),
         );
+        let error = Ident::new("__concurrency_error", span);
+        let marker = self.mode.marker(private);
+        // A single call gives its value, not a 1-tuple.
+        let taken = if calls.len() == 1 {
+            let child = &children[0];
+            quote!(#child.as_mut().take())
+        } else {
+            quote!((#(#children.as_mut().take(),)*))
+        };
+        // Polls every task until all are done, or until one's outcome stops the group
+        // (fail-fast modes): the other tasks are then dropped, which cancels them.
         let group = quote! {
             async move {
-                #(let mut #children = ::core::pin::pin!(#private::Child::start(#tasks));)*
-                ::core::future::poll_fn(|#cx| {
+                #(let mut #children = ::core::pin::pin!(
+                    #private::Child::start::<_, #marker>(#tasks)
+                );)*
+                let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
                     let mut #ready = true;
-                    #(#ready &= #children.as_mut().poll_ready(#cx);)*
+                    #(
+                        match #children.as_mut().poll_child(#cx) {
+                            ::core::task::Poll::Pending => #ready = false,
+                            ::core::task::Poll::Ready(::core::result::Result::Ok(())) => {}
+                            ::core::task::Poll::Ready(::core::result::Result::Err(#error)) => {
+                                return ::core::task::Poll::Ready(
+                                    ::core::result::Result::Err(#error),
+                                );
+                            }
+                        }
+                    )*
                     if #ready {
-                        ::core::task::Poll::Ready(())
+                        ::core::task::Poll::Ready(::core::result::Result::Ok(()))
                     } else {
                         ::core::task::Poll::Pending
                     }
                 })
                 .await;
-                (#(#children.as_mut().take(),)*)
+                match __concurrency_outcome {
+                    ::core::result::Result::Ok(()) => ::core::result::Result::Ok(#taken),
+                    ::core::result::Result::Err(#error) => ::core::result::Result::Err(#error),
+                }
             }
-        };
-        let results: Vec<Ident> = (0..calls.len())
-            .map(|i| format_ident!("__concurrency_result{}", i, span = span))
-            .collect();
-        let values = if calls.len() == 1 {
-            let result = &results[0];
-            quote!(#private::value(#result))
-        } else {
-            quote!((#(#private::value(#results),)*))
         };
         let lets = quote!(#(#lets)*);
         let kinds = Ident::new("__concurrency_kinds", span);
         if self.is_async {
+            let finish = self.mode.finish(private, quote!(#group.await));
             quote! {{
                 #lets
-                async move {
-                    let (#(#results,)*) = #group.await;
-                    #values
-                }
+                async move { #finish }
             }}
         } else {
+            let finish = self
+                .mode
+                .finish(private, quote!(#private::block_on_group(&#kinds, #group)));
             quote! {{
                 #lets
                 let #kinds = [#(#private::Task::kind(&#tasks)),*];
-                let (#(#results,)*) = #private::block_on_group(&#kinds, #group);
-                #values
+                #finish
             }}
         }
     }
 
     fn expand_each(&self, private: Private, for_token: &Token![for], iter: &Expr) -> TokenStream {
         let tasks = quote_spanned!(for_token.span=> #private::collect_tasks(#iter));
+        let marker = self.mode.marker(private);
+        let run = quote!(#private::run_all::<_, #marker>(__concurrency_tasks));
         if self.is_async {
+            let finish = self.mode.finish(private, quote!(#run.await));
             quote! {{
                 let __concurrency_tasks = #tasks;
-                async move { #private::values(#private::run_all(__concurrency_tasks).await) }
+                async move { #finish }
             }}
         } else {
+            let finish = self.mode.finish(
+                private,
+                quote!(#private::block_on_group(&__concurrency_kinds, #run)),
+            );
             quote! {{
                 let __concurrency_tasks = #tasks;
                 let __concurrency_kinds = [#private::kind_of_all(&__concurrency_tasks)];
-                #private::values(#private::block_on_group(
-                    &__concurrency_kinds,
-                    #private::run_all(__concurrency_tasks),
-                ))
+                #finish
             }}
         }
     }

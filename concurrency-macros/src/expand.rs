@@ -55,24 +55,60 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
         });
     let ret_check = quote_spanned!(ret_span=> #private::assert_output_send::<#ret>(););
 
+    let policy = policy(task, private);
+    let (output, output_check) = if task.is_fallible() {
+        (
+            quote!(#private::Fallible),
+            quote_spanned!(ret_span=> #private::assert_task_error::<#ret>();),
+        )
+    } else {
+        (quote!(#private::Value), quote!())
+    };
+
     if task.is_process() {
-        return expand_process(task, &ret, ret_span, private, &name);
+        let parts = ProcessParts {
+            ret: &ret,
+            ret_span,
+            private,
+            name: &name,
+            policy,
+            output,
+            output_check,
+        };
+        return expand_process(task, parts);
     }
 
+    // With `retries`, the task keeps a maker that clones the arguments for each
+    // attempt's body; each argument must be `Clone`.
+    let retrying = task.options.retries.is_some();
+    // Each clone is checked under its argument's type, so a missing `Clone` is
+    // reported there with our message.
+    let clones = task.args.iter().map(|arg| {
+        let (ident, ty) = (&arg.ident, arg.ty);
+        if mentions_impl(ty) {
+            quote_spanned!(ty.span()=> let #ident = #private::clone_for_retry(&#ident);)
+        } else {
+            quote_spanned!(ty.span()=> let #ident = #private::clone_for_retry::<#ty>(&#ident);)
+        }
+    });
+    let clones = quote!(#(#clones)*);
+
     let ret_ident = Ident::new("__concurrency_ret", Span::mixed_site());
-    let (task_type, constructor) = match (task.attribute, task.is_async()) {
+    let (task_type, kind, attempt) = match (task.attribute, task.is_async()) {
         (Attribute::IoTask, true) => (
             quote_spanned!(ret_span=>
                 #private::AsyncIoTask<
-                    impl ::core::future::Future<Output = #ret> + ::core::marker::Send + 'static
+                    impl ::core::future::Future<Output = #ret> + ::core::marker::Send + 'static,
+                    #output
                 >
             ),
-            quote!(#private::AsyncIoTask::new(#name, async move {
+            Ident::new("AsyncIoTask", Span::call_site()),
+            quote!(async move {
                 #bindings
                 let #ret_ident: #ret = #block;
                 #[allow(unreachable_code)]
                 #ret_ident
-            })),
+            }),
         ),
         (attribute, _) => {
             // A blocking I/O task and a cpu task are both a closure over the body;
@@ -84,15 +120,25 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
             (
                 quote_spanned!(ret_span=>
                     #private::#kind<
-                        impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static
+                        impl ::core::ops::FnOnce() -> #ret + ::core::marker::Send + 'static,
+                        #output
                     >
                 ),
-                quote!(#private::#kind::new(#name, move || -> #ret {
+                kind,
+                quote!(move || -> #ret {
                     #bindings
                     #block
-                })),
+                }),
             )
         }
+    };
+    let constructor = if retrying {
+        quote!(#private::#kind::retrying(#name, #policy, move || {
+            #clones
+            #attempt
+        }))
+    } else {
+        quote!(#private::#kind::new(#name, #policy, #attempt))
     };
 
     let fn_token = &sig.fn_token;
@@ -101,6 +147,7 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
         #vis #fn_token #ident #generics (#(#params),*) -> #task_type #where_clause {
             #(#arg_checks)*
             #ret_check
+            #output_check
             #constructor
         }
     }
@@ -110,13 +157,81 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
 /// stable id) in the runtime's link-time registry together with a wrapper that
 /// decodes the arguments and encodes the result; the outer function returns a
 /// `ProcessTask` that references that registration, so the linker keeps it.
-fn expand_process(
-    task: &TaskFn<'_>,
-    ret: &TokenStream,
+/// What `expand_process` shares with `expand`.
+struct ProcessParts<'a> {
+    ret: &'a TokenStream,
     ret_span: Span,
     private: Private,
-    name: &str,
-) -> TokenStream {
+    name: &'a str,
+    policy: TokenStream,
+    output: TokenStream,
+    output_check: TokenStream,
+}
+
+/// The task's options as a `Policy` value; `Policy::NONE` without options.
+fn policy(task: &TaskFn<'_>, private: Private) -> TokenStream {
+    let options = &task.options;
+    if !options.has_policy() {
+        return quote!(#private::Policy::NONE);
+    }
+    let nanos = |duration: std::time::Duration| {
+        // Checked at parse time to fit in a u64.
+        u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+    };
+    let timeout = match &options.timeout {
+        Some(timeout) => {
+            let nanos = nanos(timeout.value);
+            quote!(::core::option::Option::Some(#private::Duration::from_nanos(#nanos)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let retries = options.retries.as_ref().map_or(0, |retries| retries.value);
+    let backoff = nanos(
+        options
+            .backoff
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |b| b.value),
+    );
+    let retry_on = match &options.retry_on {
+        None => quote!(#private::RetryOn::DEFAULT),
+        Some(kinds) => {
+            let kinds = kinds.value.iter().map(|kind| {
+                let constant = Ident::new(&kind.to_string().to_uppercase(), Span::call_site());
+                quote!(.with(#private::RetryOn::#constant))
+            });
+            quote!(#private::RetryOn::NONE #(#kinds)*)
+        }
+    };
+    let limit = match &options.limit {
+        Some(limit) => {
+            let permits = limit.value;
+            let ident = Ident::new("__CONCURRENCY_LIMIT", Span::mixed_site());
+            quote!(::core::option::Option::Some({
+                static #ident: #private::Limit = #private::Limit::new(#permits);
+                &#ident
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote!(#private::Policy {
+        timeout: #timeout,
+        retries: #retries,
+        backoff: #private::Duration::from_nanos(#backoff),
+        retry_on: #retry_on,
+        limit: #limit,
+    })
+}
+
+fn expand_process(task: &TaskFn<'_>, parts: ProcessParts<'_>) -> TokenStream {
+    let ProcessParts {
+        ret,
+        ret_span,
+        private,
+        name,
+        policy,
+        output,
+        output_check,
+    } = parts;
     let function = task.original;
     let sig = &function.sig;
     let (attrs, vis, ident, block, fn_token) = (
@@ -141,9 +256,10 @@ fn expand_process(
     let fn_name = ident.to_string();
     quote! {
         #(#attrs)*
-        #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret> {
+        #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret, #output> {
             #(#checks)*
             #ret_check
+            #output_check
             fn #body((#(#pats,)*): (#(#types,)*)) -> #ret #block
             fn #run(#input: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, #private::EntryError> {
                 let args = #private::decode::<(#(#types,)*)>(#input)?;
@@ -155,7 +271,7 @@ fn expand_process(
                 id: ::core::concat!(::core::module_path!(), "::", #fn_name, "@", ::core::line!(), ":", ::core::column!()),
                 run: #run,
             };
-            #private::ProcessTask::new(#name, &#entry, (#(#idents,)*), #body)
+            #private::ProcessTask::new(#name, #policy, &#entry, (#(#idents,)*), #body)
         }
     }
 }

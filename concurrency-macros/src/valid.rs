@@ -90,7 +90,56 @@ impl TaskFn<'_> {
         if self.options.process.is_some() {
             self.validate_process(&mut errors);
         }
+        self.validate_policy(&mut errors);
         errors.finish()
+    }
+
+    /// Options that contradict each other or the function.
+    fn validate_policy(&self, errors: &mut Errors) {
+        let options = &self.options;
+        if options.retries.is_none() {
+            if let Some(backoff) = &options.backoff {
+                errors.spanned(
+                    &backoff.key,
+                    "`backoff` without `retries`: there is no retry to wait for\n\
+                     help: add `retries = N`, or remove `backoff`",
+                );
+            }
+            if let Some(retry_on) = &options.retry_on {
+                errors.spanned(
+                    &retry_on.key,
+                    "`retry_on` without `retries`: nothing is retried\n\
+                     help: add `retries = N`, or remove `retry_on`",
+                );
+            }
+        }
+        let Some(retry_on) = &options.retry_on else {
+            return;
+        };
+        for kind in &retry_on.value {
+            if kind == "crash" && options.process.is_none() {
+                errors.spanned(
+                    kind,
+                    "`crash` in `retry_on`, but only process tasks crash (their worker process \
+                     dies); this task runs in this process\n\
+                     help: use `#[cpu_task(process, ...)]`, or remove `crash`",
+                );
+            }
+            if kind == "timeout" && options.timeout.is_none() {
+                errors.spanned(
+                    kind,
+                    "`timeout` in `retry_on`, but the task has no `timeout`\n\
+                     help: add `timeout = \"...\"`, or remove `timeout` from the list",
+                );
+            }
+            if kind == "error" && !self.is_fallible() {
+                errors.spanned(
+                    kind,
+                    "`error` in `retry_on`, but the task does not return a `Result`: it has no \
+                     error of its own to retry",
+                );
+            }
+        }
     }
 
     /// Process tasks are found in the worker by a fixed id and get their arguments

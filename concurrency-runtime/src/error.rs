@@ -2,12 +2,19 @@
 
 use std::any::Any;
 use std::fmt;
+use std::time::Duration;
+
+/// The error type a task returning `Result<T, E>` reports through [`TaskError`]:
+/// any `E` that converts into it (every `std::error::Error + Send + Sync`, `String`,
+/// `&str`, `anyhow::Error`, `Box<dyn Error + Send + Sync>`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A task that failed: which task, and how.
 ///
-/// `run_concurrently!` turns a failure back into a panic in the caller, with this
-/// error's [`Display`](fmt::Display) text as the message, once every other task of
-/// the group has finished.
+/// `run_concurrently!(try; ...)`, `run_concurrently!(all; ...)` and `.try_run()`
+/// return it; the plain `run_concurrently!(...)`, `.run()` and `.await` panic with its
+/// [`Display`](fmt::Display) text. A task with `retries` that failed every attempt
+/// reports the last failure, and the earlier ones in [`attempts`](TaskError::attempts).
 ///
 /// ```
 /// use concurrency_runtime::{TaskError, TaskErrorKind};
@@ -19,24 +26,39 @@ use std::fmt;
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct TaskError {
     task: &'static str,
     kind: TaskErrorKind,
+    attempts: Vec<TaskError>,
 }
 
 /// How a task failed. More kinds may be added, so match with a wildcard arm.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum TaskErrorKind {
+    /// The task returned `Err(error)` (a task whose return type is written
+    /// `Result<T, E>`, seen through `try`, `all` or `.try_run()`). The error is kept:
+    /// see [`TaskError::downcast`] and [`std::error::Error::source`].
+    Failed {
+        /// The task's own error.
+        error: BoxError,
+    },
+    /// The task did not finish within its `timeout`. An async task was dropped at
+    /// the deadline and a process task's worker killed; a blocking or cpu task was
+    /// told through [`is_cancelled`](crate::is_cancelled) and left to finish.
+    TimedOut {
+        /// The timeout that expired.
+        after: Duration,
+    },
     /// The task's body panicked; `message` is the panic's message (or a placeholder
     /// when the payload was not a string).
     Panicked {
         /// The panic message.
         message: String,
     },
-    /// The task was stopped before it finished, e.g. because the runtime that ran
-    /// it shut down.
+    /// The task was stopped before it finished: its group or its future was
+    /// dropped, or the runtime that ran it shut down.
     Cancelled,
     /// The worker process running a process task ended before returning a result:
     /// it was killed by a signal (a crash such as `SIGSEGV` or `SIGABRT`, or a
@@ -92,6 +114,7 @@ impl TaskError {
     pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Panicked {
                 message: panic_message(payload.as_ref()),
             },
@@ -101,6 +124,7 @@ impl TaskError {
     pub(crate) fn panicked_with(task: &'static str, message: String) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Panicked { message },
         }
     }
@@ -113,6 +137,7 @@ impl TaskError {
     ) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Crashed {
                 pid,
                 signal,
@@ -128,6 +153,7 @@ impl TaskError {
     ) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Serialization { stage, message },
         }
     }
@@ -135,6 +161,7 @@ impl TaskError {
     pub(crate) fn protocol(task: &'static str, message: String) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Worker { message },
         }
     }
@@ -142,6 +169,7 @@ impl TaskError {
     pub(crate) fn spawn_failed(task: &'static str, message: String) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Worker {
                 message: format!("could not start a worker process: {message}"),
             },
@@ -151,8 +179,31 @@ impl TaskError {
     pub(crate) fn cancelled(task: &'static str) -> Self {
         TaskError {
             task,
+            attempts: Vec::new(),
             kind: TaskErrorKind::Cancelled,
         }
+    }
+
+    pub(crate) fn failed(task: &'static str, error: BoxError) -> Self {
+        TaskError {
+            task,
+            attempts: Vec::new(),
+            kind: TaskErrorKind::Failed { error },
+        }
+    }
+
+    pub(crate) fn timed_out(task: &'static str, after: Duration) -> Self {
+        TaskError {
+            task,
+            attempts: Vec::new(),
+            kind: TaskErrorKind::TimedOut { after },
+        }
+    }
+
+    /// This error, with the failures of the earlier attempts (oldest first).
+    pub(crate) fn with_attempts(mut self, attempts: Vec<TaskError>) -> Self {
+        self.attempts = attempts;
+        self
     }
 
     /// The task's name: the `name = "..."` option, or the function's name.
@@ -164,11 +215,96 @@ impl TaskError {
     pub fn kind(&self) -> &TaskErrorKind {
         &self.kind
     }
+
+    /// How the task failed, by value (e.g. to take the task's own error out of
+    /// [`TaskErrorKind::Failed`]).
+    pub fn into_kind(self) -> TaskErrorKind {
+        self.kind
+    }
+
+    /// The failures of the earlier attempts of a task with `retries`, oldest first;
+    /// empty when the task ran once. This error is the last attempt's.
+    ///
+    /// ```
+    /// use concurrency_runtime::{TaskErrorKind, io_task};
+    ///
+    /// #[io_task(retries = 2)]
+    /// fn always_fails() -> Result<u32, String> {
+    ///     Err("no".into())
+    /// }
+    ///
+    /// let error = always_fails().try_run().unwrap_err();
+    /// assert_eq!(error.attempts().len(), 2); // three attempts in all
+    /// assert_eq!(error.to_string(), "task `always_fails` failed: no (after 3 attempts)");
+    /// ```
+    pub fn attempts(&self) -> &[TaskError] {
+        &self.attempts
+    }
+
+    /// The task's own error by value, if it failed by returning `Err(E)` with this
+    /// `E`; otherwise this error back.
+    ///
+    /// ```
+    /// use concurrency_runtime::io_task;
+    ///
+    /// #[io_task]
+    /// fn open(path: String) -> std::io::Result<std::fs::File> {
+    ///     std::fs::File::open(path)
+    /// }
+    ///
+    /// let error = open("/no/such/file".into()).try_run().unwrap_err();
+    /// let io: std::io::Error = error.downcast().unwrap();
+    /// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    /// ```
+    pub fn downcast<E: std::error::Error + Send + Sync + 'static>(self) -> Result<E, TaskError> {
+        match self.kind {
+            TaskErrorKind::Failed { error } => match error.downcast::<E>() {
+                Ok(error) => Ok(*error),
+                Err(error) => Err(TaskError {
+                    kind: TaskErrorKind::Failed { error },
+                    ..self
+                }),
+            },
+            kind => Err(TaskError { kind, ..self }),
+        }
+    }
+
+    /// The task's own error, if it failed by returning `Err`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match &self.kind {
+            TaskErrorKind::Failed { error } => error.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Whether the task ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, TaskErrorKind::TimedOut { .. })
+    }
+
+    /// Whether the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, TaskErrorKind::Cancelled)
+    }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_kind(f)?;
+        if !self.attempts.is_empty() {
+            write!(f, " (after {} attempts)", self.attempts.len() + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl TaskError {
+    fn fmt_kind(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            TaskErrorKind::Failed { error } => write!(f, "task `{}` failed: {error}", self.task),
+            TaskErrorKind::TimedOut { after } => {
+                write!(f, "task `{}` timed out after {after:?}", self.task)
+            }
             TaskErrorKind::Panicked { message } => {
                 write!(f, "task `{}` panicked: {message}", self.task)
             }
@@ -199,7 +335,14 @@ impl fmt::Display for TaskError {
     }
 }
 
-impl std::error::Error for TaskError {}
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            TaskErrorKind::Failed { error } => Some(error.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// The text of a panic payload: `panic!` produces a `&'static str` or a `String`.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {

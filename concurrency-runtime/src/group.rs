@@ -1,30 +1,115 @@
 //! The machinery behind `run_concurrently!`: starting a group's tasks, polling them
-//! together, and turning their results into values.
+//! together, failing fast or collecting every outcome, and turning outcomes into
+//! values.
 
-use std::future::Future;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::error::TaskError;
-use crate::task::{Start, Task};
+use crate::task::{Attempted, Start, Task, settle};
 
-pin_project_lite::pin_project! {
-    /// One task of a fixed group: running, then holding its result until taken.
-    #[doc(hidden)]
-    #[project = ChildProj]
-    pub enum Child<R, T> {
-        Running { #[pin] running: R },
-        Done { result: Option<Result<T, TaskError>> },
+/// How a group reports its tasks' outcomes: one type per form of
+/// `run_concurrently!`.
+#[doc(hidden)]
+pub trait Mode<K: Task> {
+    /// What the group returns per task.
+    type Item;
+    /// What stops the group early (`Infallible` for a group that never stops early).
+    type Error;
+    /// Judges a finished task: `Err` stops the group (its other tasks are dropped,
+    /// which cancels them).
+    fn finish(
+        name: &'static str,
+        result: Result<K::Output, TaskError>,
+        attempts: Vec<TaskError>,
+    ) -> Result<Self::Item, Self::Error>;
+}
+
+/// `run_concurrently!(...)`: the functions' return values; the first failure (a
+/// panic, timeout, crash...) stops the group.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Values {}
+
+impl<K: Task> Mode<K> for Values {
+    type Item = K::Output;
+    type Error = TaskError;
+
+    fn finish(
+        _: &'static str,
+        result: Result<K::Output, TaskError>,
+        _: Vec<TaskError>,
+    ) -> Result<K::Output, TaskError> {
+        result
     }
 }
 
-impl<R, T> Child<R, T>
+/// `run_concurrently!(try; ...)`: success values; the first failure, including a
+/// `Result`-returning task's `Err`, stops the group and is returned.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum FailFast {}
+
+impl<K: Task> Mode<K> for FailFast {
+    type Item = K::Ok;
+    type Error = TaskError;
+
+    fn finish(
+        name: &'static str,
+        result: Result<K::Output, TaskError>,
+        attempts: Vec<TaskError>,
+    ) -> Result<K::Ok, TaskError> {
+        settle::<K>(name, result, attempts)
+    }
+}
+
+/// `run_concurrently!(all; ...)`: every task's outcome; nothing stops the group.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum CollectAll {}
+
+impl<K: Task> Mode<K> for CollectAll {
+    type Item = Result<K::Ok, TaskError>;
+    type Error = Infallible;
+
+    fn finish(
+        name: &'static str,
+        result: Result<K::Output, TaskError>,
+        attempts: Vec<TaskError>,
+    ) -> Result<Self::Item, Infallible> {
+        Ok(settle::<K>(name, result, attempts))
+    }
+}
+
+/// Judges a finished task for a group's mode (see [`Mode::finish`]).
+type Finish<O, I, E> = fn(&'static str, Result<O, TaskError>, Vec<TaskError>) -> Result<I, E>;
+
+pin_project_lite::pin_project! {
+    /// One task of a group: running, then holding its judged outcome until taken.
+    /// (Generic over plain types rather than the task type, so that a call that is
+    /// not a task is reported once, at `start`.)
+    #[doc(hidden)]
+    #[project = ChildProj]
+    pub enum Child<R, O, I, E> {
+        Running { #[pin] running: R, name: &'static str, finish: Finish<O, I, E> },
+        Done { item: Option<I> },
+    }
+}
+
+impl<R, O, I, E> Child<R, O, I, E>
 where
-    R: Future<Output = Result<T, TaskError>>,
+    R: Future<Output = Result<O, TaskError>> + Attempted,
 {
-    /// Starts `task` (thread and cpu tasks begin at once; an async task at its
-    /// first poll, which follows immediately).
-    pub fn start<K: Task<Running = R, Output = T>>(task: K) -> Self {
+    /// Starts `task` (thread, cpu and process tasks begin at once; an async task at
+    /// its first poll, which follows immediately) for a group of mode `M`.
+    pub fn start<K, M>(task: K) -> Self
+    where
+        K: Task<Running = R, Output = O>,
+        M: Mode<K, Item = I, Error = E>,
+    {
         // A synchronous caller that cannot poll async tasks itself (a rayon worker, or
         // a thread inside another runtime's context) has them spawned instead.
         let start = if crate::executor::spawn_async_on_embedded() {
@@ -32,54 +117,180 @@ where
         } else {
             Start::Inline
         };
+        Self::start_with::<K, M>(task, start)
+    }
+
+    fn start_with<K, M>(task: K, start: Start) -> Self
+    where
+        K: Task<Running = R, Output = O>,
+        M: Mode<K, Item = I, Error = E>,
+    {
+        let name = task.name();
         Child::Running {
             running: task.start(start),
+            name,
+            finish: M::finish,
         }
     }
 
-    /// Polls the task if it is still running; `true` once it has finished.
-    pub fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
-        let result = match self.as_mut().project() {
-            ChildProj::Running { running } => match running.poll(cx) {
-                Poll::Ready(result) => result,
-                Poll::Pending => return false,
+    /// Polls the task if it is still running: `Ready(Ok(()))` once it has finished
+    /// and its outcome is kept, `Ready(Err(_))` if its outcome stops the group.
+    pub fn poll_child(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let (item, outcome) = match self.as_mut().project() {
+            ChildProj::Running {
+                mut running,
+                name,
+                finish,
+            } => match running.as_mut().poll(cx) {
+                Poll::Ready(result) => match finish(name, result, running.take_attempts()) {
+                    Ok(item) => (Some(item), Ok(())),
+                    Err(error) => (None, Err(error)),
+                },
+                Poll::Pending => return Poll::Pending,
             },
-            ChildProj::Done { .. } => return true,
+            ChildProj::Done { .. } => return Poll::Ready(Ok(())),
         };
-        self.set(Child::Done {
-            result: Some(result),
-        });
-        true
+        self.set(Child::Done { item });
+        Poll::Ready(outcome)
     }
 
-    /// The task's result, once `poll_ready` returned `true`.
-    pub fn take(self: Pin<&mut Self>) -> Result<T, TaskError> {
+    fn is_done(&self) -> bool {
+        matches!(self, Child::Done { .. })
+    }
+
+    /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
+    pub fn take(self: Pin<&mut Self>) -> I {
         match self.project() {
-            ChildProj::Done { result } => result.take(),
+            ChildProj::Done { item } => item.take(),
             ChildProj::Running { .. } => None,
         }
-        // Only reachable through a bug in the generated code; report it as a
-        // cancellation rather than panicking.
-        .unwrap_or_else(|| Err(TaskError::cancelled("<unknown>")))
+        .unwrap_or_else(|| unreachable!("a group's outcome is taken only once, after it finished"))
     }
 }
 
-/// Starts every task at once, then waits for each in input order. Dropping this
-/// future aborts its async tasks and keeps queued thread, cpu and process tasks from
-/// starting; those already running finish.
-pub async fn run_all<K: Task>(tasks: Vec<K>) -> Vec<Result<K::Output, TaskError>> {
-    let running: Vec<K::Running> = tasks
-        .into_iter()
-        .map(|task| task.start(Start::Spawned))
+/// The collection form: starts every task at once (async tasks each as a tokio
+/// task, like a `JoinSet`), then polls only the tasks that were woken, so that a
+/// group of n tasks costs O(n) polls, and returns the outcomes in input order; for a
+/// fail-fast mode, the first failure returns at once. Dropping this future drops
+/// the tasks, which cancels them.
+pub async fn run_all<K: Task, M: Mode<K>>(tasks: Vec<K>) -> Result<Vec<M::Item>, M::Error> {
+    let mut children: Pin<Box<[ChildOf<K, M>]>> = Box::into_pin(
+        tasks
+            .into_iter()
+            .map(|task| Child::start_with::<K, M>(task, Start::Spawned))
+            .collect(),
+    );
+    let count = children.len();
+    let shared = Arc::new(Woken {
+        ready: Mutex::new((0..count).collect()),
+        group: Mutex::new(None),
+    });
+    let wakers: Vec<Waker> = (0..count)
+        .map(|index| {
+            Waker::from(Arc::new(ChildWaker {
+                index,
+                shared: Arc::clone(&shared),
+            }))
+        })
         .collect();
-    let mut results = Vec::with_capacity(running.len());
-    for task in running {
-        results.push(task.await);
-    }
-    results
+    let mut remaining = count;
+    poll_fn(|cx| {
+        shared.set_group_waker(cx.waker());
+        loop {
+            let ready = shared.take_ready();
+            if ready.is_empty() {
+                break;
+            }
+            for index in ready {
+                let mut child = child_at(children.as_mut(), index);
+                if child.as_ref().get_ref().is_done() {
+                    continue; // woken twice
+                }
+                let mut child_cx = Context::from_waker(&wakers[index]);
+                match child.as_mut().poll_child(&mut child_cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => remaining -= 1,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                }
+            }
+        }
+        if remaining == 0 {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await?;
+    Ok((0..count)
+        .map(|index| child_at(children.as_mut(), index).take())
+        .collect())
 }
 
-/// The value of a finished task, or the panic that names the task.
+/// The group child of task type `K` in mode `M`.
+type ChildOf<K, M> =
+    Child<<K as Task>::Running, <K as Task>::Output, <M as Mode<K>>::Item, <M as Mode<K>>::Error>;
+
+/// One element of a pinned slice, pinned.
+fn child_at<C>(children: Pin<&mut [C]>, index: usize) -> Pin<&mut C> {
+    // SAFETY: the elements of a pinned slice are pinned too: the boxed slice is never
+    // reallocated or moved out of, and each element is only ever replaced in place
+    // through `Pin::set` (which drops the old value where it is).
+    unsafe { children.map_unchecked_mut(|slice| &mut slice[index]) }
+}
+
+/// The wake-ups of a collection's tasks since its last poll.
+struct Woken {
+    ready: Mutex<Vec<usize>>,
+    group: Mutex<Option<Waker>>,
+}
+
+impl Woken {
+    fn set_group_waker(&self, waker: &Waker) {
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        if !group
+            .as_ref()
+            .is_some_and(|current| current.will_wake(waker))
+        {
+            *group = Some(waker.clone());
+        }
+    }
+
+    fn take_ready(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The waker of one task of a collection: records which task woke, then wakes the
+/// collection.
+struct ChildWaker {
+    index: usize,
+    shared: Arc<Woken>,
+}
+
+impl Wake for ChildWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.index);
+        let group = self
+            .shared
+            .group
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(group) = group {
+            group.wake();
+        }
+    }
+}
+
+/// The plain form's outcome: the values, or the panic that names the failed task.
 #[track_caller]
 pub fn value<T>(result: Result<T, TaskError>) -> T {
     match result {
@@ -88,11 +299,10 @@ pub fn value<T>(result: Result<T, TaskError>) -> T {
     }
 }
 
-/// The values of a finished collection, in input order, or the first failure's panic.
-#[track_caller]
-pub fn values<T>(results: Vec<Result<T, TaskError>>) -> Vec<T> {
-    if let Some(error) = results.iter().find_map(|result| result.as_ref().err()) {
-        panic!("{error}");
+/// The `all;` form's outcome, which cannot be an error.
+pub fn settled<T>(result: Result<T, Infallible>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(never) => match never {},
     }
-    results.into_iter().filter_map(Result::ok).collect()
 }

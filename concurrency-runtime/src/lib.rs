@@ -36,6 +36,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod cancel;
 mod error;
 mod executor;
 mod group;
@@ -51,7 +52,8 @@ pub struct ReadmeDoctests;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::{SerializationStage, TaskError, TaskErrorKind};
+pub use cancel::is_cancelled;
+pub use error::{BoxError, SerializationStage, TaskError, TaskErrorKind};
 pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task, TaskFuture, TaskKind};
 
 /// Marks a function as an I/O task.
@@ -67,7 +69,35 @@ pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task, TaskFutu
 ///
 /// # Options
 ///
-/// - `name = "..."`: the task's name in errors (default: the function's name).
+/// | option | effect |
+/// |---|---|
+/// | `name = "..."` | the task's name in errors (default: the function's name) |
+/// | `timeout = "2s"` | each attempt must finish in time, else [`TaskErrorKind::TimedOut`] (units `ns us ms s m h`; `"1.5s"` works) |
+/// | `retries = 3` | after a failure, run again up to 3 more times (arguments must be `Clone`) |
+/// | `backoff = "100ms"` | wait before each retry, doubling: 100 ms, 200 ms, 400 ms... (needs `retries`) |
+/// | `retry_on = [panic, timeout, crash, error]` | which failures are retried (needs `retries`; default: all four) |
+/// | `limit = 4` | at most 4 calls of this function run at once in the program; the others wait in a fair queue |
+///
+/// What a timeout stops depends on where the task runs: an async task's future is
+/// dropped at the deadline and a process task's worker killed; a blocking or cpu
+/// task's thread cannot be stopped from outside, so the caller gets the error at the
+/// deadline while the body runs on, with [`is_cancelled`] returning `true` so that
+/// it can return early. `task.with_timeout(duration)` overrides the timeout for one
+/// call. A function whose return type is written `Result<T, E>` (also `io::Result<T>`
+/// or `anyhow::Result<T>`) fails with its `Err`: see [`TaskErrorKind::Failed`].
+///
+/// ```
+/// use concurrency_runtime::io_task;
+///
+/// #[io_task(timeout = "2s", retries = 2, backoff = "10ms", limit = 8)]
+/// async fn fetch(attempts: std::sync::Arc<std::sync::atomic::AtomicU32>) -> Result<u32, String> {
+///     let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+///     if attempt < 3 { Err(format!("attempt {attempt} failed")) } else { Ok(attempt) }
+/// }
+///
+/// let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+/// assert_eq!(fetch(attempts).try_run().unwrap(), 3); // failed twice, then succeeded
+/// ```
 ///
 /// # Requirements
 ///
@@ -101,7 +131,34 @@ pub use concurrency_macros::io_task;
 ///
 /// # Options
 ///
-/// - `name = "..."`: the task's name in errors (default: the function's name).
+/// - `process`: run each call in a worker process of the process pool
+///   ([`ProcessTask`]) instead of on rayon; arguments and result must be serde
+///   types. See the [`process`] module.
+/// - `name`, `timeout`, `retries`, `backoff`, `retry_on`, `limit`: as for
+///   [`io_task`](macro@io_task#options). `retry_on = [crash]` applies to process tasks only.
+///
+/// ```
+/// use concurrency_runtime::{TaskErrorKind, cpu_task, is_cancelled};
+///
+/// #[cpu_task(process, timeout = "100ms", retries = 1, retry_on = [crash])]
+/// fn hangs() -> u32 {
+///     std::thread::sleep(std::time::Duration::from_secs(3600));
+///     0
+/// }
+///
+/// let error = hangs().try_run().unwrap_err(); // its worker was killed at the deadline
+/// assert!(matches!(error.kind(), TaskErrorKind::TimedOut { .. }));
+///
+/// #[cpu_task(timeout = "50ms")]
+/// fn search() -> u64 {
+///     let mut n = 0;
+///     while !is_cancelled() {
+///         n += 1; // checks its flag, so it stops soon after the deadline
+///     }
+///     n
+/// }
+/// assert!(search().try_run().unwrap_err().is_timeout());
+/// ```
 ///
 /// `#[cpu_task]` on an `async fn` is a compile error: use [`io_task`] for async work.
 ///
@@ -141,12 +198,49 @@ pub use concurrency_macros::cpu_task;
 /// multi-threaded tokio runtime it uses `block_in_place`, so it still works, but
 /// the async form is the right tool).
 ///
-/// # Panics
+/// # Failures: three modes
 ///
-/// If a task panics, the other tasks still run to completion; then the panic
-/// resumes in the caller with a message naming the task, e.g.
-/// ``task `crunch` panicked: attempt to divide by zero``. With several failures,
-/// the first in argument order is reported.
+/// A modifier before the `;` chooses how failures come back (combine with `async`
+/// as `async, try;`):
+///
+/// | mode | returns | on the first failure |
+/// |---|---|---|
+/// | default | the values the functions return | the other tasks are cancelled, then the caller panics with the [`TaskError`]'s message, e.g. ``task `crunch` panicked: attempt to divide by zero`` |
+/// | `try;` | `Result<(A, B, ..), TaskError>` (`Result<Vec<A>, TaskError>` for `for`) | the other tasks are cancelled and the error returned |
+/// | `all;` | `(Result<A, TaskError>, Result<B, TaskError>, ..)` (`Vec<Result<..>>` for `for`) | nothing is cancelled: every task runs to its end |
+///
+/// A failure is a panic, a timeout, a crashed worker process, a (de)serialization
+/// error; in the `try` and `all` modes also the `Err` of a function declared to
+/// return `Result<T, E>`, whose success value is then `T`. In the default mode such
+/// an `Err` is an ordinary value. Cancelling drops async tasks, kills the worker
+/// process of a running process task (the pool replaces it), keeps queued tasks
+/// from starting, and raises [`is_cancelled`] for running blocking and cpu tasks
+/// (threads cannot be stopped from outside). Dropping the future of the `async;`
+/// form cancels its tasks the same way.
+///
+/// ```
+/// use concurrency_runtime::{cpu_task, io_task, run_concurrently};
+///
+/// #[io_task]
+/// fn parse(text: String) -> Result<u32, std::num::ParseIntError> {
+///     text.parse()
+/// }
+///
+/// #[cpu_task]
+/// fn double(n: u32) -> u32 {
+///     n * 2
+/// }
+///
+/// let (number, doubled) = run_concurrently!(try; parse("21".into()), double(4)).unwrap();
+/// assert_eq!((number, doubled), (21, 8));
+///
+/// let error = run_concurrently!(try; parse("x".into()), double(4)).unwrap_err();
+/// assert_eq!(error.task(), "parse");
+///
+/// let (number, doubled) = run_concurrently!(all; parse("x".into()), double(4));
+/// assert!(number.is_err());
+/// assert_eq!(doubled.unwrap(), 8);
+/// ```
 ///
 /// ```
 /// use concurrency_runtime::{cpu_task, io_task, run_concurrently};

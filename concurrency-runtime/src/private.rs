@@ -2,9 +2,13 @@
 //! any release (the macro crate is pinned with `=`).
 
 pub use crate::executor::block_on_group;
-pub use crate::group::{Child, run_all, value, values};
+pub use crate::group::{Child, CollectAll, FailFast, Values, run_all, settled, value};
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
-pub use crate::task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task};
+pub use crate::task::{
+    AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Limit, OutputKind, Policy,
+    ProcessTask, RetryOn, Task, Value,
+};
+pub use core::time::Duration;
 pub use {linkme, serde};
 
 use crate::task::TaskKind;
@@ -76,3 +80,47 @@ pub fn assert_process_arg<T: ProcessArgument>() {}
 
 #[inline(always)]
 pub fn assert_process_output<T: ProcessOutput>() {}
+
+/// Compile-time check that a task with `retries` can be called again with the same
+/// arguments.
+#[diagnostic::on_unimplemented(
+    message = "task argument `{Self}` must be `Clone` for `retries`",
+    label = "each retry runs the task again with a clone of this argument",
+    note = "derive or implement `Clone` for it, wrap it in an `Arc`, or remove `retries`"
+)]
+pub trait RetryArgument {
+    /// The argument for the next attempt.
+    fn clone_for_retry(&self) -> Self;
+}
+impl<T: Clone> RetryArgument for T {
+    #[inline(always)]
+    fn clone_for_retry(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// The argument of a task with `retries`, for its next attempt.
+#[inline(always)]
+pub fn clone_for_retry<T: RetryArgument>(argument: &T) -> T {
+    argument.clone_for_retry()
+}
+
+/// The parts of a `Result` type, named through a projection so that the check
+/// below can look at the error type of `io::Result<T>` and other aliases.
+pub trait ResultParts {
+    /// The `E` of `Result<T, E>`.
+    type Error;
+}
+impl<T, E> ResultParts for ::core::result::Result<T, E> {
+    type Error = E;
+}
+
+pub use crate::task::TaskErrorType;
+
+#[inline(always)]
+pub fn assert_task_error<R>()
+where
+    R: ResultParts,
+    R::Error: TaskErrorType,
+{
+}

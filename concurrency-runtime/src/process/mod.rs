@@ -12,7 +12,7 @@ mod worker;
 
 use std::fmt;
 
-pub(crate) use pool::{Job, submit};
+pub(crate) use pool::{Job, JobControl, submit};
 
 /// Settings of the process pool. Apply them with [`configure`] before the first
 /// process task runs.

@@ -26,6 +26,72 @@ pub(crate) struct Job {
     pub(crate) name: &'static str,
     pub(crate) args: Vec<u8>,
     pub(crate) reply: oneshot::Sender<Result<Vec<u8>, TaskError>>,
+    pub(crate) control: Arc<JobControl>,
+}
+
+/// Cancellation of one job, shared by the caller and the driver that runs it.
+///
+/// While a worker runs the job, its pid is recorded here, and the driver does not
+/// reap that worker until it has cleared the pid again (under the same lock): so a
+/// caller that cancels can kill the worker without ever hitting a recycled pid.
+#[derive(Debug, Default)]
+pub(crate) struct JobControl {
+    state: Mutex<ControlState>,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    cancelled: bool,
+    running_on: Option<u32>,
+}
+
+impl JobControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Cancels the job: a queued job never starts; a running job's worker is
+    /// killed (the driver then reaps and replaces it).
+    pub(crate) fn cancel(&self) {
+        let mut state = self.lock();
+        state.cancelled = true;
+        if let Some(pid) = state.running_on.take() {
+            kill(pid);
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Records that worker `pid` now runs the job; `false` if it was cancelled.
+    fn begin(&self, pid: u32) -> bool {
+        let mut state = self.lock();
+        if state.cancelled {
+            return false;
+        }
+        state.running_on = Some(pid);
+        true
+    }
+
+    /// The worker is done with the job (answered or died); it may now be reaped.
+    fn end(&self) {
+        self.lock().running_on = None;
+    }
+}
+
+/// Sends SIGKILL to a worker that has not been reaped yet.
+fn kill(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: `kill` has no memory-safety preconditions. The pid is a child of this
+    // process that has not been reaped (see `JobControl`), so it names that worker.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
 }
 
 struct Shared {
@@ -185,7 +251,7 @@ fn drive(shared: &Shared, slot: usize) {
         let batch: Vec<Job> = shared
             .next_batch()
             .into_iter()
-            .filter(|job| !job.reply.is_closed())
+            .filter(|job| !job.reply.is_closed() && !job.control.is_cancelled())
             .collect();
         if batch.is_empty() {
             continue; // all cancelled before they started
@@ -234,6 +300,12 @@ fn drive(shared: &Shared, slot: usize) {
                 unsent.push(job);
                 continue;
             };
+            // The worker runs the batch in order: this job is the one it runs now.
+            if !job.control.begin(current.child.id()) {
+                // Cancelled: stop it by replacing the worker; the rest go back.
+                survivor = current.kill();
+                continue;
+            }
             let (outcome, next) = current.receive(id, &job, max_frame);
             let _ = job.reply.send(outcome);
             survivor = next;
@@ -327,7 +399,9 @@ impl Worker {
         max_frame: u64,
     ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
         self.await_readable();
-        let body = match protocol::read_frame(&mut self.reader, max_frame) {
+        let read = protocol::read_frame(&mut self.reader, max_frame);
+        job.control.end();
+        let body = match read {
             Ok(body) => body,
             Err(FrameError::TooLarge { length, max }) => {
                 let error = TaskError::protocol(
@@ -417,19 +491,21 @@ impl Worker {
         // channel but lingers, do not wait forever.
         drop(self.writer);
         drop(self.reader);
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                match self.child.try_wait() {
-                    Ok(Some(status)) => Some(status),
-                    _ => {
-                        let _ = self.child.kill();
-                        self.child.wait().ok()
-                    }
+        let mut status = None;
+        for _ in 0..100 {
+            match self.child.try_wait() {
+                Ok(Some(exited)) => {
+                    status = Some(exited);
+                    break;
                 }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(_) => break,
             }
-        };
+        }
+        if status.is_none() {
+            let _ = self.child.kill();
+            status = self.child.wait().ok();
+        }
         TaskError::crashed(
             name,
             pid,

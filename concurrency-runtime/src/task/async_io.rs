@@ -1,14 +1,18 @@
 //! `#[io_task] async fn`: a future polled on tokio.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
-use super::{Joined, Start, Task, TaskKind, task_common};
-use crate::error::TaskError;
+use super::output::judge;
+use super::{
+    Bodies, Joined, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+};
+use crate::error::{BoxError, TaskError};
 use crate::executor::{AbortOnDrop, runtime};
 
 /// An async I/O task: returned by calling an `#[io_task] async fn`.
@@ -42,65 +46,108 @@ use crate::executor::{AbortOnDrop, runtime};
 /// # });
 /// ```
 #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct AsyncIoTask<F> {
+pub struct AsyncIoTask<F, O = Value> {
     name: &'static str,
-    future: F,
+    future: Bodies<F>,
+    policy: Policy,
+    output: PhantomData<fn() -> O>,
 }
 
-impl<F> AsyncIoTask<F>
+impl<F, O> AsyncIoTask<F, O>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
+    O: OutputKind<F::Output>,
 {
     /// Used by `#[io_task]`.
     #[doc(hidden)]
-    pub fn new(name: &'static str, future: F) -> Self {
-        AsyncIoTask { name, future }
+    pub fn new(name: &'static str, policy: Policy, future: F) -> Self {
+        Self::with(name, policy, Bodies::once(future))
+    }
+
+    /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's future.
+    #[doc(hidden)]
+    pub fn retrying(
+        name: &'static str,
+        policy: Policy,
+        make: impl FnMut() -> F + Send + 'static,
+    ) -> Self {
+        Self::with(name, policy, Bodies::repeating(make))
+    }
+
+    fn with(name: &'static str, policy: Policy, future: Bodies<F>) -> Self {
+        AsyncIoTask {
+            name,
+            future,
+            policy,
+            output: PhantomData,
+        }
     }
 
     /// The body's future itself, without the runtime context or the panic guard
     /// that running it as a task adds: `.await` it to test the body's logic.
     pub fn run_inline(self) -> F {
-        self.future
+        self.future.into_first()
     }
 }
 
-task_common!(AsyncIoTask<F>);
+task_common!(AsyncIoTask<F, O>);
 
-impl<F> Task for AsyncIoTask<F>
+impl<F, O> Task for AsyncIoTask<F, O>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
+    O: OutputKind<F::Output>,
 {
     type Output = F::Output;
-    type Running = AsyncRunning<F>;
+    type Ok = O::Ok;
+    type Running = Policied<AsyncRunning<F>, F::Output>;
     const KIND: TaskKind = TaskKind::AsyncIo;
 
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn start(self, start: Start) -> AsyncRunning<F> {
-        let inline = Guarded {
-            future: self.future,
-            name: self.name,
-            has_context: None,
-        };
-        match start {
-            Start::Inline => AsyncRunning::Inline { guarded: inline },
-            Start::Spawned => {
-                let handle = match Handle::try_current() {
-                    Ok(handle) if !crate::executor::spawn_async_on_embedded() => {
-                        handle.spawn(inline)
-                    }
-                    _ => runtime().spawn(inline),
-                };
-                AsyncRunning::Spawned {
-                    joined: Joined {
-                        handle: AbortOnDrop(handle),
-                        name: self.name,
-                    },
-                }
+    fn start(self, start: Start) -> Self::Running {
+        let name = self.name;
+        // The permit of a `limit` is held while the future runs, then dropped.
+        policy::start(
+            name,
+            self.policy,
+            self.future,
+            judge::<O, F::Output>(),
+            move |future, _permit| attempt(name, future, start),
+        )
+    }
+
+    fn split(output: F::Output) -> Result<O::Ok, BoxError> {
+        O::split(output)
+    }
+}
+
+/// Starts one attempt of an async task.
+fn attempt<F>(name: &'static str, future: F, start: Start) -> AsyncRunning<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let inline = Guarded {
+        future,
+        name,
+        has_context: None,
+    };
+    match start {
+        Start::Inline => AsyncRunning::Inline { guarded: inline },
+        Start::Spawned => {
+            let handle = match Handle::try_current() {
+                Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(inline),
+                _ => runtime().spawn(inline),
+            };
+            AsyncRunning::Spawned {
+                joined: Joined {
+                    handle: AbortOnDrop(handle),
+                    name,
+                },
             }
         }
     }

@@ -1,16 +1,20 @@
 //! `#[cpu_task] fn`: CPU-bound work on rayon's pool.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use super::{Start, Task, TaskKind, task_common};
-use crate::error::TaskError;
+use super::output::judge;
+use super::{
+    Bodies, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+};
+use crate::cancel::CancelFlag;
+use crate::error::{BoxError, TaskError};
 use crate::executor::Helpable;
 
 /// A CPU task: returned by calling a `#[cpu_task] fn`.
@@ -30,65 +34,136 @@ use crate::executor::Helpable;
 /// assert_eq!(sum_of_squares(4).run_inline(), 14); // the body, on this thread
 /// ```
 #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct CpuTask<F> {
+pub struct CpuTask<F, O = Value> {
     name: &'static str,
-    body: F,
+    body: Bodies<F>,
+    policy: Policy,
+    output: PhantomData<fn() -> O>,
 }
 
-impl<F, T> CpuTask<F>
+impl<F, T, O> CpuTask<F, O>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
+    O: OutputKind<T>,
 {
     /// Used by `#[cpu_task]`.
     #[doc(hidden)]
-    pub fn new(name: &'static str, body: F) -> Self {
-        CpuTask { name, body }
+    pub fn new(name: &'static str, policy: Policy, body: F) -> Self {
+        Self::with(name, policy, Bodies::once(body))
+    }
+
+    /// Used by `#[cpu_task(retries = N)]`: `make` builds each attempt's body.
+    #[doc(hidden)]
+    pub fn retrying(
+        name: &'static str,
+        policy: Policy,
+        make: impl FnMut() -> F + Send + 'static,
+    ) -> Self {
+        Self::with(name, policy, Bodies::repeating(make))
+    }
+
+    fn with(name: &'static str, policy: Policy, body: Bodies<F>) -> Self {
+        CpuTask {
+            name,
+            body,
+            policy,
+            output: PhantomData,
+        }
     }
 
     /// Runs the body on the current thread, with no executor: for unit tests.
     pub fn run_inline(self) -> T {
-        (self.body)()
+        (self.body.into_first())()
     }
 }
 
-task_common!(CpuTask<F>);
+task_common!(CpuTask<F, O>);
 
-impl<F, T> Task for CpuTask<F>
+impl<F, T, O> Task for CpuTask<F, O>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
+    O: OutputKind<T>,
 {
     type Output = T;
-    type Running = CpuRunning<T>;
+    type Ok = O::Ok;
+    type Running = Policied<CpuRunning<T>, T>;
     const KIND: TaskKind = TaskKind::Cpu;
 
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn start(self, _: Start) -> CpuRunning<T> {
-        let (sender, receiver) = oneshot::channel();
-        let job = Arc::new(CpuJob {
-            parts: Mutex::new(Some((self.body, sender))),
-        });
-        let queued = Arc::clone(&job);
-        rayon::spawn(move || {
-            queued.run_if_unclaimed();
-        });
+    fn start(self, _: Start) -> Self::Running {
+        let name = self.name;
+        // The thread that waits for a task with a deadline must watch the deadline,
+        // not run the task's body itself.
+        let helpable = self.policy.timeout.is_none();
+        policy::start(
+            name,
+            self.policy,
+            self.body,
+            judge::<O, T>(),
+            move |body, permit| attempt(name, body, permit.take(), helpable),
+        )
+    }
+
+    fn split(output: T) -> Result<O::Ok, BoxError> {
+        O::split(output)
+    }
+}
+
+/// Queues one attempt of a cpu task on rayon. A `helpable` attempt may also be run
+/// by a rayon thread that waits for its group (see `executor::offer_help`).
+fn attempt<F, T>(
+    name: &'static str,
+    body: F,
+    permit: Option<Permit>,
+    helpable: bool,
+) -> CpuRunning<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (sender, receiver) = oneshot::channel();
+    let cancel = CancelFlag::default();
+    let job = Arc::new(CpuJob {
+        parts: Mutex::new(Some(Parts {
+            body,
+            sender,
+            cancel: cancel.clone(),
+            _permit: permit,
+        })),
+    });
+    let queued = Arc::clone(&job);
+    rayon::spawn(move || {
+        queued.run_if_unclaimed();
+    });
+    if helpable {
         // A rayon thread that waits for this task's group may run it itself.
         crate::executor::offer_help(job);
-        CpuRunning {
-            receiver,
-            name: self.name,
-        }
     }
+    CpuRunning {
+        receiver,
+        name,
+        cancel,
+    }
+}
+
+/// What running a cpu task's attempt needs.
+struct Parts<F, T> {
+    body: F,
+    sender: oneshot::Sender<std::thread::Result<T>>,
+    cancel: CancelFlag,
+    /// Held until the body returns, so that `limit` counts work that outlived a timeout.
+    _permit: Option<Permit>,
 }
 
 /// A cpu task's body and result channel, run once by whichever comes first: the
 /// rayon job, or a rayon thread that waits for the task's group.
 struct CpuJob<F, T> {
-    parts: Mutex<Option<(F, oneshot::Sender<std::thread::Result<T>>)>>,
+    parts: Mutex<Option<Parts<F, T>>>,
 }
 
 impl<F, T> Helpable for CpuJob<F, T>
@@ -102,23 +177,36 @@ where
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let Some((body, sender)) = parts else {
+        let Some(parts) = parts else {
             return false;
         };
         // The group was dropped before this job started: never run it.
-        if sender.is_closed() {
+        if parts.sender.is_closed() {
             return false;
         }
-        let _ = sender.send(catch_unwind(AssertUnwindSafe(|| TaskKind::Cpu.enter(body))));
+        let Parts {
+            body,
+            sender,
+            cancel,
+            _permit,
+        } = parts;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            cancel.scope(|| TaskKind::Cpu.enter(body))
+        }));
+        drop(_permit);
+        let _ = sender.send(result);
         true
     }
 }
 
-/// A started CPU task.
+/// A started CPU task. Dropping it before the task finishes raises the task's
+/// cancellation flag (see [`is_cancelled`](crate::is_cancelled)); a task that has
+/// not started yet never starts.
 #[doc(hidden)]
 pub struct CpuRunning<T> {
     receiver: oneshot::Receiver<std::thread::Result<T>>,
     name: &'static str,
+    cancel: CancelFlag,
 }
 
 impl<T> Future for CpuRunning<T> {
@@ -133,6 +221,12 @@ impl<T> Future for CpuRunning<T> {
                 Ok(Err(payload)) => Err(TaskError::panicked(name, payload)),
                 Err(_) => Err(TaskError::cancelled(name)),
             })
+    }
+}
+
+impl<T> Drop for CpuRunning<T> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

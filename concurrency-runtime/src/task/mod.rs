@@ -15,6 +15,8 @@ mod async_io;
 mod blocking_io;
 mod cpu;
 mod joined;
+mod output;
+mod policy;
 mod process;
 
 use std::fmt;
@@ -26,9 +28,12 @@ pub use async_io::AsyncIoTask;
 pub use blocking_io::BlockingIoTask;
 pub use cpu::CpuTask;
 pub(crate) use joined::Joined;
+pub use output::{Fallible, OutputKind, TaskErrorType, Value};
+pub use policy::{Attempted, Limit, Policy, RetryOn};
+pub(crate) use policy::{Bodies, Permit, Policied};
 pub use process::ProcessTask;
 
-use crate::error::TaskError;
+use crate::error::{BoxError, TaskError};
 
 /// Where a task runs, as chosen by its annotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,9 +148,14 @@ pub trait Task: sealed::Sealed + Send + 'static {
     /// The value the task's body returns.
     type Output: Send + 'static;
 
+    /// The task's value on success: `Output` itself, or `T` for a function declared
+    /// to return `Result<T, E>` (whose `Err` is then a failure, see
+    /// [`TaskErrorKind::Failed`](crate::TaskErrorKind::Failed)).
+    type Ok: Send + 'static;
+
     /// The future that drives a started task.
     #[doc(hidden)]
-    type Running: Future<Output = Result<Self::Output, TaskError>> + Send + 'static;
+    type Running: Future<Output = Result<Self::Output, TaskError>> + Attempted + Send + 'static;
 
     /// Where this kind of task runs.
     const KIND: TaskKind;
@@ -161,6 +171,23 @@ pub trait Task: sealed::Sealed + Send + 'static {
     /// Starts the task on its executor.
     #[doc(hidden)]
     fn start(self, start: Start) -> Self::Running;
+
+    /// Splits a returned value into the success value and the task's own error.
+    #[doc(hidden)]
+    fn split(output: Self::Output) -> Result<Self::Ok, BoxError>;
+}
+
+/// The outcome of a finished task seen as success or failure: a `Result`-returning
+/// task's `Err` becomes [`TaskErrorKind::Failed`](crate::TaskErrorKind::Failed),
+/// carrying the failures of earlier attempts.
+pub(crate) fn settle<T: Task>(
+    name: &'static str,
+    result: Result<T::Output, TaskError>,
+    attempts: Vec<TaskError>,
+) -> Result<T::Ok, TaskError> {
+    result.and_then(|output| {
+        T::split(output).map_err(|error| TaskError::failed(name, error).with_attempts(attempts))
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -195,8 +222,13 @@ impl<R> fmt::Debug for TaskFuture<R> {
 }
 
 /// Runs one task to completion from synchronous code, returning its failure.
-fn try_run<T: Task>(task: T) -> Result<T::Output, TaskError> {
-    crate::executor::block_on_group(&[T::KIND], task.start(Start::Inline))
+fn try_run<T: Task>(task: T) -> Result<T::Ok, TaskError> {
+    let name = task.name();
+    crate::executor::block_on_group(&[T::KIND], async move {
+        let mut running = std::pin::pin!(task.start(Start::Inline));
+        let result = running.as_mut().await;
+        settle::<T>(name, result, running.take_attempts())
+    })
 }
 
 /// Runs one task to completion from synchronous code.
@@ -230,10 +262,13 @@ macro_rules! task_common {
 
             /// Like [`run`](Self::run), but a failure comes back as a
             /// [`TaskError`](crate::TaskError) (which task, and how it failed)
-            /// instead of a panic.
+            /// instead of a panic. For a function declared to return `Result<T, E>`,
+            /// an `Err(e)` is a failure too
+            /// ([`TaskErrorKind::Failed`](crate::TaskErrorKind::Failed)) and the
+            /// success value is `T`.
             pub fn try_run(
                 self,
-            ) -> ::std::result::Result<<Self as crate::task::Task>::Output, crate::TaskError>
+            ) -> ::std::result::Result<<Self as crate::task::Task>::Ok, crate::TaskError>
             where
                 Self: crate::task::Task,
             {
@@ -243,6 +278,14 @@ macro_rules! task_common {
             /// The task's name: the `name = "..."` option, or the function's name.
             pub fn name(&self) -> &'static str {
                 self.name
+            }
+
+            /// Overrides the task's `timeout` for this call: each attempt gets
+            /// `timeout` to finish, else it fails with
+            /// [`TaskErrorKind::TimedOut`](crate::TaskErrorKind::TimedOut).
+            pub fn with_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+                self.policy.timeout = ::std::option::Option::Some(timeout);
+                self
             }
         }
 

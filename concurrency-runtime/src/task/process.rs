@@ -5,14 +5,19 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{Start, Task, TaskKind, task_common};
-use crate::error::{SerializationStage, TaskError};
+use super::output::judge;
+use super::{
+    Bodies, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+};
+use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::process::registry::ProcessEntry;
-use crate::process::{Job, submit};
+use crate::process::{Job, JobControl, submit};
 
 /// A process task: returned by calling a `#[cpu_task(process)]` function.
 ///
@@ -50,22 +55,26 @@ use crate::process::{Job, submit};
 /// assert!(matches!(error.kind(), TaskErrorKind::Crashed { exit_code: Some(3), .. }));
 /// ```
 #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct ProcessTask<A, R> {
+pub struct ProcessTask<A, R, O = Value> {
     name: &'static str,
     entry: &'static ProcessEntry,
     args: A,
     body: fn(A) -> R,
+    policy: Policy,
+    output: PhantomData<fn() -> O>,
 }
 
-impl<A, R> ProcessTask<A, R>
+impl<A, R, O> ProcessTask<A, R, O>
 where
     A: Serialize + Send + 'static,
     R: DeserializeOwned + Send + 'static,
+    O: OutputKind<R>,
 {
     /// Used by `#[cpu_task(process)]`.
     #[doc(hidden)]
     pub fn new(
         name: &'static str,
+        policy: Policy,
         entry: &'static ProcessEntry,
         args: A,
         body: fn(A) -> R,
@@ -75,6 +84,8 @@ where
             entry,
             args,
             body,
+            policy,
+            output: PhantomData,
         }
     }
 
@@ -85,23 +96,26 @@ where
     }
 }
 
-task_common!(ProcessTask<A, R>);
+task_common!(ProcessTask<A, R, O>);
 
-impl<A, R> Task for ProcessTask<A, R>
+impl<A, R, O> Task for ProcessTask<A, R, O>
 where
     A: Serialize + Send + 'static,
     R: DeserializeOwned + Send + 'static,
+    O: OutputKind<R>,
 {
     type Output = R;
-    type Running = ProcessRunning<R>;
+    type Ok = O::Ok;
+    type Running = Policied<ProcessRunning<R>, R>;
     const KIND: TaskKind = TaskKind::Process;
 
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn start(self, _: Start) -> ProcessRunning<R> {
+    fn start(self, _: Start) -> Self::Running {
         let name = self.name;
+        let task_id = self.entry.id;
         let args = match postcard::to_allocvec(&self.args) {
             Ok(args) => args,
             Err(error) => {
@@ -110,40 +124,83 @@ where
                     SerializationStage::ArgumentsOut,
                     error.to_string(),
                 );
-                return ProcessRunning {
-                    state: State::Failed(Some(error)),
-                    name,
-                    result: PhantomData,
+                return Policied::Plain {
+                    attempt: ProcessRunning::failed(name, error),
                 };
             }
         };
-        let (reply, receiver) = oneshot::channel();
-        submit(Job {
-            task_id: self.entry.id,
+        // Every attempt sends the same serialized arguments.
+        let bodies = if self.policy.retries > 0 {
+            Bodies::repeating(move || args.clone())
+        } else {
+            Bodies::once(args)
+        };
+        policy::start(
             name,
-            args,
-            reply,
-        });
+            self.policy,
+            bodies,
+            judge::<O, R>(),
+            move |args, _permit| attempt(name, task_id, args),
+        )
+    }
+
+    fn split(output: R) -> Result<O::Ok, BoxError> {
+        O::split(output)
+    }
+}
+
+/// Sends one attempt of a process task to the pool.
+fn attempt<R>(name: &'static str, task_id: &'static str, args: Vec<u8>) -> ProcessRunning<R> {
+    let (reply, receiver) = oneshot::channel();
+    let control = Arc::new(JobControl::default());
+    submit(Job {
+        task_id,
+        name,
+        args,
+        reply,
+        control: Arc::clone(&control),
+    });
+    ProcessRunning {
+        state: State::Waiting(receiver, control),
+        name,
+        result: PhantomData,
+    }
+}
+
+enum State {
+    Waiting(
+        oneshot::Receiver<Result<Vec<u8>, TaskError>>,
+        Arc<JobControl>,
+    ),
+    Failed(Option<TaskError>),
+    Done,
+}
+
+/// A started process task. Dropping it before it finishes cancels it: a task no
+/// worker has picked up never runs; a running task's worker is killed (and replaced).
+#[doc(hidden)]
+pub struct ProcessRunning<R> {
+    state: State,
+    name: &'static str,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R> ProcessRunning<R> {
+    fn failed(name: &'static str, error: TaskError) -> Self {
         ProcessRunning {
-            state: State::Waiting(receiver),
+            state: State::Failed(Some(error)),
             name,
             result: PhantomData,
         }
     }
 }
 
-enum State {
-    Waiting(oneshot::Receiver<Result<Vec<u8>, TaskError>>),
-    Failed(Option<TaskError>),
-}
-
-/// A started process task. Dropping it before a worker picks the task up means the
-/// task never runs.
-#[doc(hidden)]
-pub struct ProcessRunning<R> {
-    state: State,
-    name: &'static str,
-    result: PhantomData<fn() -> R>,
+impl<R> Drop for ProcessRunning<R> {
+    fn drop(&mut self) {
+        if let State::Waiting(_, control) = &self.state {
+            control.cancel();
+        }
+    }
 }
 
 impl<R: DeserializeOwned> Future for ProcessRunning<R> {
@@ -155,8 +212,14 @@ impl<R: DeserializeOwned> Future for ProcessRunning<R> {
             State::Failed(error) => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| TaskError::cancelled(name)))),
-            State::Waiting(receiver) => {
-                Pin::new(receiver).poll(cx).map(|received| match received {
+            State::Done => Poll::Ready(Err(TaskError::cancelled(name))),
+            State::Waiting(receiver, _) => {
+                let received = match Pin::new(receiver).poll(cx) {
+                    Poll::Ready(received) => received,
+                    Poll::Pending => return Poll::Pending,
+                };
+                self.state = State::Done;
+                Poll::Ready(match received {
                     Ok(Ok(bytes)) => postcard::from_bytes(&bytes).map_err(|error| {
                         TaskError::serialization(
                             name,

@@ -1,0 +1,311 @@
+//! A task's options: `timeout`, `retries` (with `backoff` and `retry_on`) and
+//! `limit`, applied the same way to every kind of task.
+//!
+//! A task without options runs its single attempt directly ([`Policied::Plain`]):
+//! options cost nothing when they are not used. With options, one boxed future
+//! supervises the attempts: it takes a permit of the task's limit, starts an
+//! attempt, races it against the deadline, and decides whether to retry.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::error::{TaskError, TaskErrorKind};
+use crate::executor::runtime;
+
+/// A task's options, as written on its attribute (plus per-call overrides).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// `timeout = "..."`: the deadline of each attempt.
+    pub timeout: Option<Duration>,
+    /// `retries = N`: how many more attempts after a failure.
+    pub retries: u32,
+    /// `backoff = "..."`: the pause before the first retry; it doubles each time.
+    pub backoff: Duration,
+    /// `retry_on = [...]`: which failures are retried.
+    pub retry_on: RetryOn,
+    /// `limit = N`: the semaphore shared by every call of this task.
+    pub limit: Option<&'static Limit>,
+}
+
+impl Policy {
+    /// No options: one attempt, no deadline, no limit.
+    pub const NONE: Policy = Policy {
+        timeout: None,
+        retries: 0,
+        backoff: Duration::ZERO,
+        retry_on: RetryOn::DEFAULT,
+        limit: None,
+    };
+
+    pub(crate) fn is_plain(&self) -> bool {
+        self.timeout.is_none() && self.retries == 0 && self.limit.is_none()
+    }
+}
+
+/// The kinds of failure that `retries` retries (a bit set).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryOn(u8);
+
+impl RetryOn {
+    /// The body panicked.
+    pub const PANIC: RetryOn = RetryOn(1);
+    /// The attempt ran out of time.
+    pub const TIMEOUT: RetryOn = RetryOn(2);
+    /// The worker process crashed.
+    pub const CRASH: RetryOn = RetryOn(4);
+    /// The task returned `Err`.
+    pub const ERROR: RetryOn = RetryOn(8);
+    /// The default: every failure of the task itself (not cancellation, not a
+    /// (de)serialization or protocol failure, which would fail the same way again).
+    pub const DEFAULT: RetryOn = RetryOn(1 | 2 | 4 | 8);
+    /// Nothing (the start of a `retry_on = [...]` list).
+    pub const NONE: RetryOn = RetryOn(0);
+
+    /// Both sets.
+    pub const fn with(self, other: RetryOn) -> RetryOn {
+        RetryOn(self.0 | other.0)
+    }
+
+    fn contains(self, other: RetryOn) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    fn matches(self, error: &TaskError) -> bool {
+        match error.kind() {
+            TaskErrorKind::Panicked { .. } => self.contains(RetryOn::PANIC),
+            TaskErrorKind::TimedOut { .. } => self.contains(RetryOn::TIMEOUT),
+            TaskErrorKind::Crashed { .. } => self.contains(RetryOn::CRASH),
+            TaskErrorKind::Failed { .. } => self.contains(RetryOn::ERROR),
+            _ => false,
+        }
+    }
+}
+
+/// The semaphore behind `limit = N`: one per task function, shared by all its calls.
+/// Waiters are served in the order they arrived (tokio's semaphore is fair).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Limit(Semaphore);
+
+impl Limit {
+    /// A limit of `permits` attempts running at once.
+    pub const fn new(permits: usize) -> Limit {
+        Limit(Semaphore::const_new(permits))
+    }
+}
+
+/// A running attempt's share of its task's limit. Blocking and cpu attempts carry
+/// it into their job, so work that outlives a timeout still counts against the limit.
+pub(crate) type Permit = SemaphorePermit<'static>;
+
+/// A sleep on the embedded runtime's timer, usable from any thread and inside any
+/// runtime (even one built without timers).
+pub(crate) fn sleep(duration: Duration) -> tokio::time::Sleep {
+    let _context = runtime().enter();
+    tokio::time::sleep(duration)
+}
+
+/// `future`'s output, or `None` if `after` passes first (the future is then
+/// dropped, which cancels it).
+async fn with_deadline<F: Future>(after: Duration, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut deadline = pin!(sleep(after));
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        deadline.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// The attempts a supervised task made and how the last one ended.
+type Supervision<T> = Pin<Box<dyn Future<Output = (Result<T, TaskError>, Vec<TaskError>)> + Send>>;
+
+/// How a task's attempts are judged: `is_err` says whether a value is the task's
+/// own failure (`Err` of a `Result`-returning task), `into_error` turns such a value
+/// into a [`TaskError`].
+pub(crate) struct Judge<T> {
+    pub(crate) is_err: fn(&T) -> bool,
+    pub(crate) into_error: fn(&'static str, T) -> TaskError,
+}
+
+/// Runs the attempts of a task with options. `next` starts the next attempt (it
+/// may take the permit into the attempt), or returns `None` when the task cannot be
+/// attempted again.
+fn supervise<T, A, G>(
+    name: &'static str,
+    policy: Policy,
+    judge: Judge<T>,
+    mut next: G,
+) -> Supervision<T>
+where
+    T: Send + 'static,
+    G: FnMut(&mut Option<Permit>) -> Option<A> + Send + 'static,
+    A: Future<Output = Result<T, TaskError>> + Send + 'static,
+{
+    Box::pin(async move {
+        let mut failures: Vec<TaskError> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            let mut permit = match policy.limit {
+                None => None,
+                Some(limit) => match limit.0.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return (Err(TaskError::cancelled(name)), failures),
+                },
+            };
+            let Some(running) = next(&mut permit) else {
+                let last = failures.pop().unwrap_or_else(|| TaskError::cancelled(name));
+                return (Err(last.with_attempts(failures)), Vec::new());
+            };
+            let outcome = match policy.timeout {
+                None => running.await,
+                Some(after) => with_deadline(after, running)
+                    .await
+                    .unwrap_or_else(|| Err(TaskError::timed_out(name, after))),
+            };
+            drop(permit);
+            let retry = attempt < policy.retries
+                && match &outcome {
+                    Ok(value) => (judge.is_err)(value) && policy.retry_on.contains(RetryOn::ERROR),
+                    Err(error) => policy.retry_on.matches(error),
+                };
+            if !retry {
+                return match outcome {
+                    Ok(value) => (Ok(value), failures),
+                    Err(error) => (Err(error.with_attempts(failures)), Vec::new()),
+                };
+            }
+            failures.push(match outcome {
+                Ok(value) => (judge.into_error)(name, value),
+                Err(error) => error,
+            });
+            let pause = policy
+                .backoff
+                .saturating_mul(2u32.saturating_pow(attempt.min(31)));
+            if !pause.is_zero() {
+                sleep(pause).await;
+            }
+            attempt += 1;
+        }
+    })
+}
+
+/// A task's body (an async task's future, a closure otherwise) and, for a task
+/// with `retries`, the maker of a fresh one for each retry.
+pub(crate) struct Bodies<F> {
+    first: F,
+    again: Option<Box<dyn FnMut() -> F + Send>>,
+}
+
+impl<F> Bodies<F> {
+    /// One body: the task cannot be retried.
+    pub(crate) fn once(first: F) -> Self {
+        Bodies { first, again: None }
+    }
+
+    /// A body per attempt, each from `make`.
+    pub(crate) fn repeating(mut make: impl FnMut() -> F + Send + 'static) -> Self {
+        Bodies {
+            first: make(),
+            again: Some(Box::new(make)),
+        }
+    }
+
+    /// The first attempt's body (for `run_inline`).
+    pub(crate) fn into_first(self) -> F {
+        self.first
+    }
+}
+
+/// Starts a task: its single attempt directly when it has no options, else the
+/// supervision of its attempts. `attempt` starts one attempt from a body; it takes
+/// the permit of the task's limit along if the attempt may outlive its future (a
+/// thread runs on), else the permit is held until the attempt's future ends.
+pub(crate) fn start<F, P, T>(
+    name: &'static str,
+    policy: Policy,
+    bodies: Bodies<F>,
+    judge: Judge<T>,
+    attempt: impl Fn(F, &mut Option<Permit>) -> P + Send + 'static,
+) -> Policied<P, T>
+where
+    F: Send + 'static,
+    P: Future<Output = Result<T, TaskError>> + Send + 'static,
+    T: Send + 'static,
+{
+    if policy.is_plain() {
+        return Policied::Plain {
+            attempt: attempt(bodies.first, &mut None),
+        };
+    }
+    let Bodies { first, mut again } = bodies;
+    let mut first = Some(first);
+    Policied::supervised(supervise(name, policy, judge, move |permit| {
+        let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
+        Some(attempt(body, permit))
+    }))
+}
+
+pin_project_lite::pin_project! {
+    /// A started task: its single attempt, or the supervision of its attempts.
+    #[doc(hidden)]
+    #[project = PoliciedProj]
+    pub enum Policied<P, T> {
+        Plain { #[pin] attempt: P },
+        Supervised { supervision: Supervision<T>, attempts: Vec<TaskError> },
+    }
+}
+
+impl<P, T> Policied<P, T> {
+    fn supervised(supervision: Supervision<T>) -> Self {
+        Policied::Supervised {
+            supervision,
+            attempts: Vec::new(),
+        }
+    }
+}
+
+impl<P, T> Future for Policied<P, T>
+where
+    P: Future<Output = Result<T, TaskError>>,
+{
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            PoliciedProj::Plain { attempt } => attempt.poll(cx),
+            PoliciedProj::Supervised {
+                supervision,
+                attempts,
+            } => supervision.as_mut().poll(cx).map(|(outcome, earlier)| {
+                *attempts = earlier;
+                outcome
+            }),
+        }
+    }
+}
+
+/// The failures of a finished task's earlier attempts (see [`TaskError::attempts`]),
+/// needed when its last attempt returned `Err` as a value.
+#[doc(hidden)]
+pub trait Attempted {
+    /// Takes the earlier attempts' failures (empty for a single attempt).
+    fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError>;
+}
+
+impl<P, T> Attempted for Policied<P, T> {
+    fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError> {
+        match self.project() {
+            PoliciedProj::Plain { .. } => Vec::new(),
+            PoliciedProj::Supervised { attempts, .. } => std::mem::take(attempts),
+        }
+    }
+}
