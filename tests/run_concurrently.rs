@@ -174,6 +174,33 @@ async fn both_forms_under_a_multi_thread_runtime() {
     assert_eq!((text.as_str(), sq), ("hello sync", 16));
 }
 
+#[test]
+fn a_large_async_collection_in_a_tokio_task_yields_to_the_executor() {
+    // 10,000 spawned tasks awaited from inside a tokio task: tokio's cooperative
+    // budget runs out while the group polls them, and the group must yield then
+    // (a group that kept polling spun forever here).
+    let sum = watchdog(|| {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            tokio::spawn(async {
+                run_concurrently!(async; for (0..10_000u64).map(|n| add_async(n, 1)))
+                    .await
+                    .into_iter()
+                    .sum::<u64>()
+            })
+            .await
+            .expect("join")
+        })
+    });
+    assert_eq!(sum, (1..=10_000).sum::<u64>());
+}
+
+#[io_task]
+async fn add_async(a: u64, b: u64) -> u64 {
+    tokio::task::yield_now().await;
+    a + b
+}
+
 #[io_task]
 fn wait_for_signal(signal: Arc<std::sync::Mutex<mpsc::Receiver<u32>>>) -> u32 {
     signal.lock().expect("lock").recv().expect("signal")

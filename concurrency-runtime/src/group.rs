@@ -105,6 +105,7 @@ where
 {
     /// Starts `task` (thread, cpu and process tasks begin at once; an async task at
     /// its first poll, which follows immediately) for a group of mode `M`.
+    #[inline]
     pub fn start<K, M>(task: K) -> Self
     where
         K: Task<Running = R, Output = O>,
@@ -120,6 +121,7 @@ where
         Self::start_with::<K, M>(task, start)
     }
 
+    #[inline]
     fn start_with<K, M>(task: K, start: Start) -> Self
     where
         K: Task<Running = R, Output = O>,
@@ -135,6 +137,7 @@ where
 
     /// Polls the task if it is still running: `Ready(Ok(()))` once it has finished
     /// and its outcome is kept, `Ready(Err(_))` if its outcome stops the group.
+    #[inline]
     pub fn poll_child(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         let (item, outcome) = match self.as_mut().project() {
             ChildProj::Running {
@@ -159,6 +162,7 @@ where
     }
 
     /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
+    #[inline]
     pub fn take(self: Pin<&mut Self>) -> I {
         match self.project() {
             ChildProj::Done { item } => item.take(),
@@ -194,24 +198,30 @@ pub async fn run_all<K: Task, M: Mode<K>>(tasks: Vec<K>) -> Result<Vec<M::Item>,
         })
         .collect();
     let mut remaining = count;
+    // Swapped with the shared list at each poll, so neither is reallocated.
+    let mut ready: Vec<usize> = Vec::with_capacity(count);
     poll_fn(|cx| {
         shared.set_group_waker(cx.waker());
-        loop {
-            let ready = shared.take_ready();
-            if ready.is_empty() {
-                break;
+        // One pass over the tasks woken so far (a task woken meanwhile wakes this
+        // future again). When tokio's cooperative budget runs out, the rest of the
+        // pass is put back and the group yields, as a `JoinSet` would: polling on
+        // would only make every task return `Pending` and wake itself again.
+        shared.take_ready(&mut ready);
+        for (position, &index) in ready.iter().enumerate() {
+            if !tokio::task::coop::has_budget_remaining() {
+                shared.put_back(&ready[position..]);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            for index in ready {
-                let mut child = child_at(children.as_mut(), index);
-                if child.as_ref().get_ref().is_done() {
-                    continue; // woken twice
-                }
-                let mut child_cx = Context::from_waker(&wakers[index]);
-                match child.as_mut().poll_child(&mut child_cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Ok(())) => remaining -= 1,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                }
+            let mut child = child_at(children.as_mut(), index);
+            if child.as_ref().get_ref().is_done() {
+                continue; // woken twice
+            }
+            let mut child_cx = Context::from_waker(&wakers[index]);
+            match child.as_mut().poll_child(&mut child_cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => remaining -= 1,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             }
         }
         if remaining == 0 {
@@ -255,8 +265,20 @@ impl Woken {
         }
     }
 
-    fn take_ready(&self) -> Vec<usize> {
-        std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()))
+    fn put_back(&self, indices: &[usize]) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(indices);
+    }
+
+    /// Moves the woken indices into `into` (emptied first).
+    fn take_ready(&self, into: &mut Vec<usize>) {
+        into.clear();
+        std::mem::swap(
+            &mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()),
+            into,
+        );
     }
 }
 

@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 
 use super::output::judge;
 use super::{
-    Bodies, Joined, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+    Bodies, Joined, Options, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy,
+    task_common,
 };
 use crate::error::{BoxError, TaskError};
 use crate::executor::{AbortOnDrop, runtime};
@@ -49,7 +50,7 @@ use crate::executor::{AbortOnDrop, runtime};
 pub struct AsyncIoTask<F, O = Value> {
     name: &'static str,
     future: Bodies<F>,
-    policy: Policy,
+    policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
@@ -61,6 +62,7 @@ where
 {
     /// Used by `#[io_task]`.
     #[doc(hidden)]
+    #[inline]
     pub fn new(name: &'static str, policy: Policy, future: F) -> Self {
         Self::with(name, policy, Bodies::once(future))
     }
@@ -75,11 +77,12 @@ where
         Self::with(name, policy, Bodies::repeating(make))
     }
 
+    #[inline]
     fn with(name: &'static str, policy: Policy, future: Bodies<F>) -> Self {
         AsyncIoTask {
             name,
             future,
-            policy,
+            policy: Options::new(policy),
             output: PhantomData,
         }
     }
@@ -108,6 +111,7 @@ where
         self.name
     }
 
+    #[inline]
     fn start(self, start: Start) -> Self::Running {
         let name = self.name;
         // The permit of a `limit` is held while the future runs, then dropped.
@@ -126,6 +130,7 @@ where
 }
 
 /// Starts one attempt of an async task.
+#[inline]
 fn attempt<F>(name: &'static str, future: F, start: Start) -> AsyncRunning<F>
 where
     F: Future + Send + 'static,
@@ -134,7 +139,8 @@ where
     let inline = Guarded {
         future,
         name,
-        has_context: None,
+        // Spawned, it is polled by a runtime's worker: no need to look.
+        has_context: (start == Start::Spawned).then_some(true),
     };
     match start {
         Start::Inline => AsyncRunning::Inline { guarded: inline },
@@ -166,6 +172,7 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for AsyncRunning<F> {
     type Output = Result<F::Output, TaskError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AsyncRunningProj::Inline { guarded } => guarded.poll(cx),
@@ -192,6 +199,7 @@ pin_project_lite::pin_project! {
 impl<F: Future> Future for Guarded<F> {
     type Output = Result<F::Output, TaskError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut future = this.future;
@@ -202,7 +210,11 @@ impl<F: Future> Future for Guarded<F> {
         };
         let has_context = *this
             .has_context
-            .get_or_insert_with(|| Handle::try_current().is_ok());
+            // Inside a tokio task (the common case) there is a context; that check is
+            // a thread-local read, while `Handle::try_current` clones the handle.
+            .get_or_insert_with(|| {
+                tokio::task::try_id().is_some() || Handle::try_current().is_ok()
+            });
         let polled = if has_context {
             poll()
         } else {

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 
 use super::output::judge;
 use super::{
-    Bodies, Joined, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value, policy,
-    task_common,
+    Bodies, Joined, Options, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value,
+    policy, task_common,
 };
 use crate::cancel::CancelFlag;
 use crate::error::{BoxError, TaskError};
@@ -37,7 +37,7 @@ use crate::executor::{AbortOnDrop, runtime};
 pub struct BlockingIoTask<F, O = Value> {
     name: &'static str,
     body: Bodies<F>,
-    policy: Policy,
+    policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
@@ -67,7 +67,7 @@ where
         BlockingIoTask {
             name,
             body,
-            policy,
+            policy: Options::new(policy),
             output: PhantomData,
         }
     }

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 use super::output::judge;
 use super::{
-    Bodies, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+    Bodies, Options, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value, policy,
+    task_common,
 };
 use crate::cancel::CancelFlag;
 use crate::error::{BoxError, TaskError};
@@ -37,7 +38,7 @@ use crate::executor::Helpable;
 pub struct CpuTask<F, O = Value> {
     name: &'static str,
     body: Bodies<F>,
-    policy: Policy,
+    policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
@@ -67,7 +68,7 @@ where
         CpuTask {
             name,
             body,
-            policy,
+            policy: Options::new(policy),
             output: PhantomData,
         }
     }
@@ -99,7 +100,7 @@ where
         let name = self.name;
         // The thread that waits for a task with a deadline must watch the deadline,
         // not run the task's body itself.
-        let helpable = self.policy.timeout.is_none();
+        let helpable = self.policy.timeout().is_none();
         policy::start(
             name,
             self.policy,

@@ -30,7 +30,7 @@ pub use cpu::CpuTask;
 pub(crate) use joined::Joined;
 pub use output::{Fallible, OutputKind, TaskErrorType, Value};
 pub use policy::{Attempted, Limit, Policy, RetryOn};
-pub(crate) use policy::{Bodies, Permit, Policied};
+pub(crate) use policy::{Bodies, Options, Permit, Policied};
 pub use process::ProcessTask;
 
 use crate::error::{BoxError, TaskError};
@@ -74,6 +74,7 @@ impl TaskKind {
     }
 
     /// Runs `f` with [`TaskKind::current`] reporting `self`.
+    #[inline]
     pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
         struct Restore(Option<TaskKind>);
         impl Drop for Restore {
@@ -284,7 +285,7 @@ macro_rules! task_common {
             /// `timeout` to finish, else it fails with
             /// [`TaskErrorKind::TimedOut`](crate::TaskErrorKind::TimedOut).
             pub fn with_timeout(mut self, timeout: ::std::time::Duration) -> Self {
-                self.policy.timeout = ::std::option::Option::Some(timeout);
+                self.policy.set_timeout(timeout);
                 self
             }
         }

@@ -42,8 +42,33 @@ impl Policy {
         limit: None,
     };
 
+    #[inline]
     pub(crate) fn is_plain(&self) -> bool {
         self.timeout.is_none() && self.retries == 0 && self.limit.is_none()
+    }
+}
+
+/// A task's options as it carries them: nothing for a task without options (the
+/// common case, kept small because task values are moved around), else boxed.
+#[derive(Debug)]
+pub(crate) struct Options(Option<Box<Policy>>);
+
+impl Options {
+    #[inline]
+    pub(crate) fn new(policy: Policy) -> Self {
+        Options((!policy.is_plain()).then(|| Box::new(policy)))
+    }
+
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.0.as_ref().and_then(|policy| policy.timeout)
+    }
+
+    pub(crate) fn retries(&self) -> u32 {
+        self.0.as_ref().map_or(0, |policy| policy.retries)
+    }
+
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.0.get_or_insert_with(|| Box::new(Policy::NONE)).timeout = Some(timeout);
     }
 }
 
@@ -207,6 +232,7 @@ pub(crate) struct Bodies<F> {
 
 impl<F> Bodies<F> {
     /// One body: the task cannot be retried.
+    #[inline]
     pub(crate) fn once(first: F) -> Self {
         Bodies { first, again: None }
     }
@@ -229,9 +255,10 @@ impl<F> Bodies<F> {
 /// supervision of its attempts. `attempt` starts one attempt from a body; it takes
 /// the permit of the task's limit along if the attempt may outlive its future (a
 /// thread runs on), else the permit is held until the attempt's future ends.
+#[inline]
 pub(crate) fn start<F, P, T>(
     name: &'static str,
-    policy: Policy,
+    options: Options,
     bodies: Bodies<F>,
     judge: Judge<T>,
     attempt: impl Fn(F, &mut Option<Permit>) -> P + Send + 'static,
@@ -241,11 +268,12 @@ where
     P: Future<Output = Result<T, TaskError>> + Send + 'static,
     T: Send + 'static,
 {
-    if policy.is_plain() {
+    let Some(policy) = options.0 else {
         return Policied::Plain {
             attempt: attempt(bodies.first, &mut None),
         };
-    }
+    };
+    let policy = *policy;
     let Bodies { first, mut again } = bodies;
     let mut first = Some(first);
     Policied::supervised(supervise(name, policy, judge, move |permit| {
@@ -279,6 +307,7 @@ where
 {
     type Output = Result<T, TaskError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             PoliciedProj::Plain { attempt } => attempt.poll(cx),
@@ -302,6 +331,7 @@ pub trait Attempted {
 }
 
 impl<P, T> Attempted for Policied<P, T> {
+    #[inline]
     fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError> {
         match self.project() {
             PoliciedProj::Plain { .. } => Vec::new(),

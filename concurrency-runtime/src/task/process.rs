@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use super::output::judge;
 use super::{
-    Bodies, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy, task_common,
+    Bodies, Options, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy,
+    task_common,
 };
 use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::process::registry::ProcessEntry;
@@ -60,7 +61,7 @@ pub struct ProcessTask<A, R, O = Value> {
     entry: &'static ProcessEntry,
     args: A,
     body: fn(A) -> R,
-    policy: Policy,
+    policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
@@ -84,7 +85,7 @@ where
             entry,
             args,
             body,
-            policy,
+            policy: Options::new(policy),
             output: PhantomData,
         }
     }
@@ -130,7 +131,7 @@ where
             }
         };
         // Every attempt sends the same serialized arguments.
-        let bodies = if self.policy.retries > 0 {
+        let bodies = if self.policy.retries() > 0 {
             Bodies::repeating(move || args.clone())
         } else {
             Bodies::once(args)
