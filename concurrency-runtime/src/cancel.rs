@@ -8,7 +8,19 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The cancellation flag of one blocking or cpu task attempt.
+/// Something a running task body can ask whether it was cancelled.
+pub(crate) trait CancelSource: Send + Sync {
+    fn is_cancelled(&self) -> bool;
+}
+
+impl CancelSource for AtomicBool {
+    fn is_cancelled(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+/// The cancellation flag of one blocking task attempt (a cpu task's job carries
+/// its own).
 #[derive(Clone, Default, Debug)]
 pub(crate) struct CancelFlag(Arc<AtomicBool>);
 
@@ -20,20 +32,25 @@ impl CancelFlag {
 
     /// Runs a task's body with this flag as the one [`is_cancelled`] reads.
     pub(crate) fn scope<R>(&self, body: impl FnOnce() -> R) -> R {
-        struct Restore(Option<CancelFlag>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT.with(|current| *current.borrow_mut() = self.0.take());
-            }
-        }
-        let previous = CURRENT.with(|current| current.borrow_mut().replace(self.clone()));
-        let _restore = Restore(previous);
-        body()
+        scope(self.0.clone(), body)
     }
 }
 
+/// Runs a task's body with `source` as what [`is_cancelled`] reads.
+pub(crate) fn scope<R>(source: Arc<dyn CancelSource>, body: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<dyn CancelSource>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|current| *current.borrow_mut() = self.0.take());
+        }
+    }
+    let previous = CURRENT.with(|current| current.borrow_mut().replace(source));
+    let _restore = Restore(previous);
+    body()
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<CancelFlag>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Arc<dyn CancelSource>>> = const { RefCell::new(None) };
 }
 
 /// Whether the blocking or cpu task running on this thread has been cancelled: it
@@ -66,6 +83,6 @@ pub fn is_cancelled() -> bool {
         current
             .borrow()
             .as_ref()
-            .is_some_and(|flag| flag.0.load(Ordering::Relaxed))
+            .is_some_and(|source| source.is_cancelled())
     })
 }

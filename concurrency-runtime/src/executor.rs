@@ -119,7 +119,7 @@ impl Drop for Flag {
 /// A queued cpu task that a waiting thread may run in place.
 pub(crate) trait Helpable: Send + Sync {
     /// Runs the task unless it already started elsewhere; `true` if it ran here.
-    fn run_if_unclaimed(&self) -> bool;
+    fn run_if_unclaimed(self: Arc<Self>) -> bool;
 }
 
 /// Offers a just-started cpu task to the rayon worker that waits for its group, if

@@ -4,17 +4,16 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use tokio::sync::oneshot;
+use std::task::{Context, Poll, Waker};
 
 use super::output::judge;
 use super::{
     Bodies, Options, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value, policy,
     task_common,
 };
-use crate::cancel::CancelFlag;
+use crate::cancel::{self, CancelSource};
 use crate::error::{BoxError, TaskError};
 use crate::executor::Helpable;
 
@@ -89,7 +88,7 @@ where
 {
     type Output = T;
     type Ok = O::Ok;
-    type Running = Policied<CpuRunning<T>, T>;
+    type Running = Policied<CpuRunning<F, T>, T>;
     const KIND: TaskKind = TaskKind::Cpu;
 
     fn name(&self) -> &'static str {
@@ -122,20 +121,19 @@ fn attempt<F, T>(
     body: F,
     permit: Option<Permit>,
     helpable: bool,
-) -> CpuRunning<T>
+) -> CpuRunning<F, T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (sender, receiver) = oneshot::channel();
-    let cancel = CancelFlag::default();
+    // One allocation holds the body, the result, the waker and the cancellation flag.
     let job = Arc::new(CpuJob {
-        parts: Mutex::new(Some(Parts {
-            body,
-            sender,
-            cancel: cancel.clone(),
-            _permit: permit,
-        })),
+        parts: Mutex::new(Some((body, permit))),
+        slot: Mutex::new(Slot {
+            result: None,
+            waker: None,
+        }),
+        cancelled: AtomicBool::new(false),
     });
     let queued = Arc::clone(&job);
     rayon::spawn(move || {
@@ -143,59 +141,66 @@ where
     });
     if helpable {
         // A rayon thread that waits for this task's group may run it itself.
-        crate::executor::offer_help(job);
+        crate::executor::offer_help(Arc::clone(&job) as Arc<dyn Helpable>);
     }
-    CpuRunning {
-        receiver,
-        name,
-        cancel,
-    }
+    CpuRunning { job, name }
 }
 
-/// What running a cpu task's attempt needs.
-struct Parts<F, T> {
-    body: F,
-    sender: oneshot::Sender<std::thread::Result<T>>,
-    cancel: CancelFlag,
-    /// Held until the body returns, so that `limit` counts work that outlived a timeout.
-    _permit: Option<Permit>,
-}
-
-/// A cpu task's body and result channel, run once by whichever comes first: the
-/// rayon job, or a rayon thread that waits for the task's group.
+/// A cpu task's attempt, run once by whichever comes first: the rayon job, or a
+/// rayon thread that waits for the task's group.
 struct CpuJob<F, T> {
-    parts: Mutex<Option<Parts<F, T>>>,
+    /// The body, and the permit of the task's limit, held until the body returns so
+    /// that `limit` counts work that outlived a timeout.
+    parts: Mutex<Option<(F, Option<Permit>)>>,
+    slot: Mutex<Slot<T>>,
+    /// Raised when the waiting side goes away (timeout, cancellation, drop).
+    cancelled: AtomicBool,
+}
+
+/// Where the result waits for the task's future.
+struct Slot<T> {
+    result: Option<std::thread::Result<T>>,
+    waker: Option<Waker>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<F: Send, T: Send> CancelSource for CpuJob<F, T> {
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
 }
 
 impl<F, T> Helpable for CpuJob<F, T>
 where
-    F: FnOnce() -> T + Send,
-    T: Send,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
 {
-    fn run_if_unclaimed(&self) -> bool {
-        let parts = self
-            .parts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let Some(parts) = parts else {
+    fn run_if_unclaimed(self: Arc<Self>) -> bool {
+        let Some((body, permit)) = lock(&self.parts).take() else {
             return false;
         };
-        // The group was dropped before this job started: never run it.
-        if parts.sender.is_closed() {
+        // The task's future was dropped before this job started: never run it.
+        if self.cancelled.load(Ordering::Relaxed) {
             return false;
         }
-        let Parts {
-            body,
-            sender,
-            cancel,
-            _permit,
-        } = parts;
+        let source: Arc<dyn CancelSource> = self.clone();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            cancel.scope(|| TaskKind::Cpu.enter(body))
+            cancel::scope(source, || TaskKind::Cpu.enter(body))
         }));
-        drop(_permit);
-        let _ = sender.send(result);
+        drop(permit);
+        let waker = {
+            let mut slot = lock(&self.slot);
+            slot.result = Some(result);
+            slot.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         true
     }
 }
@@ -204,34 +209,40 @@ where
 /// cancellation flag (see [`is_cancelled`](crate::is_cancelled)); a task that has
 /// not started yet never starts.
 #[doc(hidden)]
-pub struct CpuRunning<T> {
-    receiver: oneshot::Receiver<std::thread::Result<T>>,
+pub struct CpuRunning<F, T> {
+    job: Arc<CpuJob<F, T>>,
     name: &'static str,
-    cancel: CancelFlag,
 }
 
-impl<T> Future for CpuRunning<T> {
+impl<F, T> Future for CpuRunning<F, T> {
     type Output = Result<T, TaskError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let name = self.name;
-        Pin::new(&mut self.receiver)
-            .poll(cx)
-            .map(|received| match received {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(payload)) => Err(TaskError::panicked(name, payload)),
-                Err(_) => Err(TaskError::cancelled(name)),
-            })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = lock(&self.job.slot);
+        match slot.result.take() {
+            Some(Ok(value)) => Poll::Ready(Ok(value)),
+            Some(Err(payload)) => Poll::Ready(Err(TaskError::panicked(self.name, payload))),
+            None => {
+                if !slot
+                    .waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+                {
+                    slot.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
     }
 }
 
-impl<T> Drop for CpuRunning<T> {
+impl<F, T> Drop for CpuRunning<F, T> {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.job.cancelled.store(true, Ordering::Relaxed);
     }
 }
 
-impl<T> std::fmt::Debug for CpuRunning<T> {
+impl<F, T> std::fmt::Debug for CpuRunning<F, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuRunning")
             .field("name", &self.name)
