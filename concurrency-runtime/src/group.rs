@@ -5,11 +5,11 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use crate::error::TaskError;
 use crate::task::{Attempted, Start, Task, settle};
+use crate::wake::Woken;
 
 /// How a group reports its tasks' outcomes: one type per form of
 /// `run_concurrently!`.
@@ -118,18 +118,23 @@ where
         } else {
             Start::Inline
         };
-        Self::start_with::<K, M>(task, start)
+        let name = task.name();
+        Child::Running {
+            running: task.start(start),
+            name,
+            finish: M::finish,
+        }
     }
 
-    #[inline]
-    fn start_with<K, M>(task: K, start: Start) -> Self
+    /// Starts `task` on its own, for a collection.
+    fn detached<K, M>(task: K) -> Self
     where
-        K: Task<Running = R, Output = O>,
+        K: Task<Detached = R, Output = O>,
         M: Mode<K, Item = I, Error = E>,
     {
         let name = task.name();
         Child::Running {
-            running: task.start(start),
+            running: task.detach(),
             name,
             finish: M::finish,
         }
@@ -177,26 +182,15 @@ where
 /// group of n tasks costs O(n) polls, and returns the outcomes in input order; for a
 /// fail-fast mode, the first failure returns at once. Dropping this future drops
 /// the tasks, which cancels them.
-pub async fn run_all<K: Task, M: Mode<K>>(tasks: Vec<K>) -> Result<Vec<M::Item>, M::Error> {
-    let mut children: Pin<Box<[ChildOf<K, M>]>> = Box::into_pin(
-        tasks
-            .into_iter()
-            .map(|task| Child::start_with::<K, M>(task, Start::Spawned))
-            .collect(),
-    );
+pub async fn run_all<K: Task, M: Mode<K>>(tasks: Tasks<K>) -> Result<Vec<M::Item>, M::Error> {
+    let mut started: Vec<ChildOf<K, M>> = Vec::with_capacity(tasks.len);
+    for chunk in tasks.chunks {
+        // Each chunk's memory is freed once its tasks have started.
+        started.extend(chunk.into_iter().map(Child::detached::<K, M>));
+    }
+    let mut children: Pin<Box<[ChildOf<K, M>]>> = Box::into_pin(started.into_boxed_slice());
     let count = children.len();
-    let shared = Arc::new(Woken {
-        ready: Mutex::new((0..count).collect()),
-        group: Mutex::new(None),
-    });
-    let wakers: Vec<Waker> = (0..count)
-        .map(|index| {
-            Waker::from(Arc::new(ChildWaker {
-                index,
-                shared: Arc::clone(&shared),
-            }))
-        })
-        .collect();
+    let shared = Woken::new(count);
     let mut remaining = count;
     // Swapped with the shared list at each poll, so neither is reallocated.
     let mut ready: Vec<usize> = Vec::with_capacity(count);
@@ -217,8 +211,10 @@ pub async fn run_all<K: Task, M: Mode<K>>(tasks: Vec<K>) -> Result<Vec<M::Item>,
             if child.as_ref().get_ref().is_done() {
                 continue; // woken twice
             }
-            let mut child_cx = Context::from_waker(&wakers[index]);
-            match child.as_mut().poll_child(&mut child_cx) {
+            let polled = shared.with_waker(index, |waker| {
+                child.as_mut().poll_child(&mut Context::from_waker(waker))
+            });
+            match polled {
                 Poll::Pending => {}
                 Poll::Ready(Ok(())) => remaining -= 1,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -238,7 +234,39 @@ pub async fn run_all<K: Task, M: Mode<K>>(tasks: Vec<K>) -> Result<Vec<M::Item>,
 
 /// The group child of task type `K` in mode `M`.
 type ChildOf<K, M> =
-    Child<<K as Task>::Running, <K as Task>::Output, <M as Mode<K>>::Item, <M as Mode<K>>::Error>;
+    Child<<K as Task>::Detached, <K as Task>::Output, <M as Mode<K>>::Item, <M as Mode<K>>::Error>;
+
+/// A collection's tasks, gathered in chunks so that starting them frees their
+/// memory as it goes (a task value holds its whole future or closure).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Tasks<K> {
+    chunks: Vec<Vec<K>>,
+    len: usize,
+}
+
+/// Tasks per chunk of a collection.
+const CHUNK: usize = 1024;
+
+impl<K: Task> Tasks<K> {
+    /// Gathers the tasks an iterator yields.
+    pub fn collect(tasks: impl IntoIterator<Item = K>) -> Self {
+        let mut chunks: Vec<Vec<K>> = Vec::new();
+        let mut len = 0;
+        for task in tasks {
+            match chunks.last_mut() {
+                Some(chunk) if chunk.len() < CHUNK => chunk.push(task),
+                _ => {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    chunk.push(task);
+                    chunks.push(chunk);
+                }
+            }
+            len += 1;
+        }
+        Tasks { chunks, len }
+    }
+}
 
 /// One element of a pinned slice, pinned.
 fn child_at<C>(children: Pin<&mut [C]>, index: usize) -> Pin<&mut C> {
@@ -246,70 +274,6 @@ fn child_at<C>(children: Pin<&mut [C]>, index: usize) -> Pin<&mut C> {
     // reallocated or moved out of, and each element is only ever replaced in place
     // through `Pin::set` (which drops the old value where it is).
     unsafe { children.map_unchecked_mut(|slice| &mut slice[index]) }
-}
-
-/// The wake-ups of a collection's tasks since its last poll.
-struct Woken {
-    ready: Mutex<Vec<usize>>,
-    group: Mutex<Option<Waker>>,
-}
-
-impl Woken {
-    fn set_group_waker(&self, waker: &Waker) {
-        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
-        if !group
-            .as_ref()
-            .is_some_and(|current| current.will_wake(waker))
-        {
-            *group = Some(waker.clone());
-        }
-    }
-
-    fn put_back(&self, indices: &[usize]) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(indices);
-    }
-
-    /// Moves the woken indices into `into` (emptied first).
-    fn take_ready(&self, into: &mut Vec<usize>) {
-        into.clear();
-        std::mem::swap(
-            &mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()),
-            into,
-        );
-    }
-}
-
-/// The waker of one task of a collection: records which task woke, then wakes the
-/// collection.
-struct ChildWaker {
-    index: usize,
-    shared: Arc<Woken>,
-}
-
-impl Wake for ChildWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.shared
-            .ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(self.index);
-        let group = self
-            .shared
-            .group
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(group) = group {
-            group.wake();
-        }
-    }
 }
 
 /// The plain form's outcome: the values, or the panic that names the failed task.

@@ -42,6 +42,7 @@ mod executor;
 mod group;
 pub mod process;
 mod task;
+mod wake;
 
 /// The README's examples, compiled and run as doctests so that they stay true.
 #[doc = include_str!("../../README.md")]

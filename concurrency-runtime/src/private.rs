@@ -2,7 +2,7 @@
 //! any release (the macro crate is pinned with `=`).
 
 pub use crate::executor::block_on_group;
-pub use crate::group::{Child, CollectAll, FailFast, Values, run_all, settled, value};
+pub use crate::group::{Child, CollectAll, FailFast, Tasks, Values, run_all, settled, value};
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
 pub use crate::task::{
     AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Limit, OutputKind, Policy,
@@ -20,16 +20,16 @@ pub fn as_task<T: Task>(task: T) -> T {
 }
 
 /// Collects the collection form's tasks; a non-task item is reported here.
-pub fn collect_tasks<I>(tasks: I) -> Vec<I::Item>
+pub fn collect_tasks<I>(tasks: I) -> Tasks<I::Item>
 where
     I: IntoIterator,
     I::Item: Task,
 {
-    tasks.into_iter().collect()
+    Tasks::collect(tasks)
 }
 
 /// The kind of a collection's tasks.
-pub fn kind_of_all<T: Task>(_: &[T]) -> TaskKind {
+pub fn kind_of_all<T: Task>(_: &Tasks<T>) -> TaskKind {
     T::KIND
 }
 

@@ -124,6 +124,21 @@ where
         )
     }
 
+    type Detached = Policied<Detached<F::Output>, F::Output>;
+
+    fn detach(self) -> Self::Detached {
+        let name = self.name;
+        policy::start(
+            name,
+            self.policy,
+            self.future,
+            judge::<O, F::Output>(),
+            move |future, _permit| Detached {
+                joined: spawn(name, future),
+            },
+        )
+    }
+
     fn split(output: F::Output) -> Result<O::Ok, BoxError> {
         O::split(output)
     }
@@ -144,18 +159,58 @@ where
     };
     match start {
         Start::Inline => AsyncRunning::Inline { guarded: inline },
-        Start::Spawned => {
-            let handle = match Handle::try_current() {
-                Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(inline),
-                _ => runtime().spawn(inline),
-            };
-            AsyncRunning::Spawned {
-                joined: Joined {
-                    handle: AbortOnDrop(handle),
-                    name,
-                },
-            }
-        }
+        Start::Spawned => AsyncRunning::Spawned {
+            joined: spawn_guarded(inline),
+        },
+    }
+}
+
+/// Spawns an async task as its own tokio task.
+fn spawn<F>(name: &'static str, future: F) -> Joined<Result<F::Output, TaskError>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    spawn_guarded(Guarded {
+        future,
+        name,
+        has_context: Some(true),
+    })
+}
+
+/// Spawns a guarded future on the caller's runtime, or on the embedded one when
+/// there is none or the caller must not use it (see `spawn_async_on_embedded`).
+fn spawn_guarded<F>(guarded: Guarded<F>) -> Joined<Result<F::Output, TaskError>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let name = guarded.name;
+    let handle = match Handle::try_current() {
+        Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(guarded),
+        _ => runtime().spawn(guarded),
+    };
+    Joined {
+        handle: AbortOnDrop(handle),
+        name,
+    }
+}
+
+/// An async task spawned as its own tokio task (the collection form's slot: a
+/// join handle, not the future).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Detached<T> {
+    joined: Joined<Result<T, TaskError>>,
+}
+
+impl<T> Future for Detached<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.joined)
+            .poll(cx)
+            .map(|result| result.and_then(|inner| inner))
     }
 }
 

@@ -109,6 +109,12 @@ where
         )
     }
 
+    type Detached = Self::Running;
+
+    fn detach(self) -> Self::Running {
+        self.start(Start::Spawned)
+    }
+
     fn split(output: T) -> Result<O::Ok, BoxError> {
         O::split(output)
     }

@@ -173,6 +173,15 @@ pub trait Task: sealed::Sealed + Send + 'static {
     #[doc(hidden)]
     fn start(self, start: Start) -> Self::Running;
 
+    /// A task started on its own (spawned), as the collection form keeps it: no
+    /// larger than it needs to be, since a collection holds one per task.
+    #[doc(hidden)]
+    type Detached: Future<Output = Result<Self::Output, TaskError>> + Attempted + Send + 'static;
+
+    /// Starts the task on its own (an async task as its own tokio task).
+    #[doc(hidden)]
+    fn detach(self) -> Self::Detached;
+
     /// Splits a returned value into the success value and the task's own error.
     #[doc(hidden)]
     fn split(output: Self::Output) -> Result<Self::Ok, BoxError>;

@@ -145,6 +145,12 @@ where
         )
     }
 
+    type Detached = Self::Running;
+
+    fn detach(self) -> Self::Running {
+        self.start(Start::Spawned)
+    }
+
     fn split(output: R) -> Result<O::Ok, BoxError> {
         O::split(output)
     }
