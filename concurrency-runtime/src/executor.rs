@@ -155,7 +155,7 @@ impl Drop for HelpScope {
 
 /// Runs `f`, which blocks. On a multi-threaded tokio worker, the worker's other
 /// tasks are handed to another thread first so that `f` does not stall them.
-fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
     if ENTERED_EMBEDDED.get() {
         return f();
     }

@@ -12,7 +12,7 @@ mod worker;
 
 use std::fmt;
 
-pub(crate) use pool::{Job, JobControl, submit};
+pub(crate) use pool::{Job, JobControl, run_here, submit};
 
 /// Settings of the process pool. Apply them with [`configure`] before the first
 /// process task runs.

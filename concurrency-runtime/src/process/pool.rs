@@ -99,6 +99,20 @@ struct Shared {
     queue: Mutex<VecDeque<Job>>,
     available: Condvar,
     pids: Mutex<Vec<Option<u32>>>,
+    /// Each slot's worker while its driver is idle, so that a synchronous caller can
+    /// borrow it (see `run_here`).
+    parked: Vec<Mutex<Parked>>,
+    returned: Condvar,
+}
+
+/// Where a slot's worker is while its driver does not use it.
+enum Parked {
+    /// Idle, ready to lend.
+    Worker(Worker),
+    /// Borrowed by a synchronous caller; the driver waits for it back.
+    Lent,
+    /// With the driver, or not started (or dead): nothing to lend.
+    None,
 }
 
 static CONFIG: Mutex<Option<PoolConfig>> = Mutex::new(None);
@@ -129,6 +143,10 @@ fn pool() -> &'static Arc<Shared> {
             queue: Mutex::new(VecDeque::new()),
             available: Condvar::new(),
             pids: Mutex::new(vec![None; config.workers]),
+            parked: (0..config.workers)
+                .map(|_| Mutex::new(Parked::None))
+                .collect(),
+            returned: Condvar::new(),
             config,
         });
         for slot in 0..shared.config.workers {
@@ -155,6 +173,53 @@ pub(crate) fn submit(job: Job) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push_back(job);
     shared.available.notify_one();
+}
+
+/// Runs one job on the calling thread with an idle worker, if the pool has one and
+/// no job is queued: the caller writes the request and reads the answer itself,
+/// which saves the hand-offs to and from a driver thread. `None` sends the caller to
+/// the queue. Only for a synchronous caller that waits anyway, and for tasks that
+/// cannot be cancelled (no timeout).
+pub(crate) fn run_here(
+    task_id: &'static str,
+    name: &'static str,
+    args: &[u8],
+) -> Option<Result<Vec<u8>, TaskError>> {
+    let shared = POOL.get()?;
+    if !lock(&shared.queue).is_empty() {
+        return None; // do not overtake queued jobs
+    }
+    let (slot, worker) = (0..shared.parked.len()).find_map(|slot| {
+        let mut parked = lock(&shared.parked[slot]);
+        match std::mem::replace(&mut *parked, Parked::Lent) {
+            Parked::Worker(worker) => Some((slot, worker)),
+            other => {
+                *parked = other;
+                None
+            }
+        }
+    })?;
+    let max_frame = shared.config.max_frame_bytes;
+    let control = JobControl::default();
+    let mut worker = worker;
+    let (outcome, survivor) = match worker.send(0, task_id, name, args, max_frame) {
+        Err(Unsent::Refused(error)) => (Err(error), Some(worker)),
+        _ => {
+            let _ = worker.flush(); // a broken channel shows in the read
+            worker.receive(0, name, &control, max_frame)
+        }
+    };
+    if survivor.is_none() {
+        shared.set_pid(slot, None);
+    }
+    shared.park(slot, survivor);
+    Some(outcome)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The pids of the pool's live workers (empty before the first process task).
@@ -222,6 +287,31 @@ impl Shared {
         self.available.notify_all();
     }
 
+    /// Takes the slot's worker back from the idle spot, waiting while a caller
+    /// borrows it; `None` if there is none.
+    fn take_parked(&self, slot: usize) -> Option<Worker> {
+        let mut parked = lock(&self.parked[slot]);
+        loop {
+            match std::mem::replace(&mut *parked, Parked::None) {
+                Parked::Worker(worker) => return Some(worker),
+                Parked::None => return None,
+                Parked::Lent => {
+                    *parked = Parked::Lent;
+                    parked = self
+                        .returned
+                        .wait(parked)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Leaves the slot's worker (if it survived) where callers can borrow it.
+    fn park(&self, slot: usize, worker: Option<Worker>) {
+        *lock(&self.parked[slot]) = worker.map_or(Parked::None, Parked::Worker);
+        self.returned.notify_all();
+    }
+
     fn set_pid(&self, slot: usize, pid: Option<u32>) {
         self.pids
             .lock()
@@ -245,7 +335,6 @@ const MAX_BATCH: usize = 64;
 /// the answers in order. If the worker dies, the job it was running gets the crash
 /// error and the jobs queued behind it, which never started, go back to the queue.
 fn drive(shared: &Shared, slot: usize) {
-    let mut worker: Option<Worker> = None;
     let mut next_id: u64 = 0;
     loop {
         let batch: Vec<Job> = shared
@@ -256,7 +345,7 @@ fn drive(shared: &Shared, slot: usize) {
         if batch.is_empty() {
             continue; // all cancelled before they started
         }
-        let mut current = match worker.take() {
+        let mut current = match shared.take_parked(slot) {
             Some(current) => current,
             None => match Worker::spawn(&shared.config) {
                 Ok(spawned) => {
@@ -279,7 +368,7 @@ fn drive(shared: &Shared, slot: usize) {
         let mut jobs = batch.into_iter();
         for job in jobs.by_ref() {
             next_id = next_id.wrapping_add(1);
-            match current.send(next_id, &job, max_frame) {
+            match current.send(next_id, job.task_id, job.name, &job.args, max_frame) {
                 Ok(()) => sent.push_back((next_id, job)),
                 Err(Unsent::Refused(error)) => {
                     let _ = job.reply.send(Err(error));
@@ -306,14 +395,14 @@ fn drive(shared: &Shared, slot: usize) {
                 survivor = current.kill();
                 continue;
             }
-            let (outcome, next) = current.receive(id, &job, max_frame);
+            let (outcome, next) = current.receive(id, job.name, &job.control, max_frame);
             let _ = job.reply.send(outcome);
             survivor = next;
         }
         if survivor.is_none() {
             shared.set_pid(slot, None);
         }
-        worker = survivor;
+        shared.park(slot, survivor);
         shared.requeue(unsent);
     }
 }
@@ -372,18 +461,25 @@ impl Worker {
     }
 
     /// Writes one request (buffered; see `flush`).
-    fn send(&mut self, id: u64, job: &Job, max_frame: u64) -> Result<(), Unsent> {
-        let header = protocol::request_header(id, job.task_id);
-        let length = (header.len() + job.args.len()) as u64;
+    fn send(
+        &mut self,
+        id: u64,
+        task_id: &'static str,
+        name: &'static str,
+        args: &[u8],
+        max_frame: u64,
+    ) -> Result<(), Unsent> {
+        let header = protocol::request_header(id, task_id);
+        let length = (header.len() + args.len()) as u64;
         if length > max_frame {
             return Err(Unsent::Refused(TaskError::protocol(
-                job.name,
+                name,
                 format!(
                     "the arguments' frame of {length} bytes exceeds the maximum frame size of {max_frame} bytes"
                 ),
             )));
         }
-        protocol::write_frame(&mut self.writer, &[&header, &job.args]).map_err(|_| Unsent::Broken)
+        protocol::write_frame(&mut self.writer, &[&header, args]).map_err(|_| Unsent::Broken)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -395,17 +491,18 @@ impl Worker {
     fn receive(
         mut self,
         id: u64,
-        job: &Job,
+        name: &'static str,
+        control: &JobControl,
         max_frame: u64,
     ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
         self.await_readable();
         let read = protocol::read_frame(&mut self.reader, max_frame);
-        job.control.end();
+        control.end();
         let body = match read {
             Ok(body) => body,
             Err(FrameError::TooLarge { length, max }) => {
                 let error = TaskError::protocol(
-                    job.name,
+                    name,
                     format!(
                         "the worker's response of {length} bytes exceeds the maximum frame size of {max} bytes"
                     ),
@@ -413,13 +510,13 @@ impl Worker {
                 return (Err(error), self.kill());
             }
             // The channel broke: the worker died (or closed it). Report how.
-            Err(_) => return (Err(self.crashed(job.name)), None),
+            Err(_) => return (Err(self.crashed(name)), None),
         };
         let Some(response) = protocol::parse_response(body).filter(|response| response.id == id)
         else {
             return (
                 Err(TaskError::protocol(
-                    job.name,
+                    name,
                     "malformed response from the worker".into(),
                 )),
                 self.kill(),
@@ -428,26 +525,26 @@ impl Worker {
         let text = |payload: Vec<u8>| String::from_utf8_lossy(&payload).into_owned();
         let outcome = match response.status {
             protocol::OK => Ok(response.payload),
-            protocol::PANICKED => Err(TaskError::panicked_with(job.name, text(response.payload))),
+            protocol::PANICKED => Err(TaskError::panicked_with(name, text(response.payload))),
             protocol::ARGS_DECODE => Err(TaskError::serialization(
-                job.name,
+                name,
                 SerializationStage::ArgumentsIn,
                 text(response.payload),
             )),
             protocol::RESULT_ENCODE => Err(TaskError::serialization(
-                job.name,
+                name,
                 SerializationStage::ResultOut,
                 text(response.payload),
             )),
             protocol::UNKNOWN_TASK => Err(TaskError::protocol(
-                job.name,
+                name,
                 format!(
                     "the worker has no task registered as `{}`",
                     text(response.payload)
                 ),
             )),
             other => Err(TaskError::protocol(
-                job.name,
+                name,
                 format!("unknown response status {other}"),
             )),
         };

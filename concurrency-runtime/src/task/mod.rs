@@ -182,6 +182,17 @@ pub trait Task: sealed::Sealed + Send + 'static {
     #[doc(hidden)]
     fn detach(self) -> Self::Detached;
 
+    /// Runs the task to completion on the calling thread's behalf, without an
+    /// executor, when the task kind allows it (a process task on an idle worker);
+    /// otherwise gives the task back.
+    #[doc(hidden)]
+    fn run_here(self) -> Result<Result<Self::Output, TaskError>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+
     /// Splits a returned value into the success value and the task's own error.
     #[doc(hidden)]
     fn split(output: Self::Output) -> Result<Self::Ok, BoxError>;
@@ -234,6 +245,10 @@ impl<R> fmt::Debug for TaskFuture<R> {
 /// Runs one task to completion from synchronous code, returning its failure.
 fn try_run<T: Task>(task: T) -> Result<T::Ok, TaskError> {
     let name = task.name();
+    let task = match crate::executor::blocking_section(|| task.run_here()) {
+        Ok(result) => return settle::<T>(name, result, Vec::new()),
+        Err(task) => task,
+    };
     crate::executor::block_on_group(&[T::KIND], async move {
         let mut running = std::pin::pin!(task.start(Start::Inline));
         let result = running.as_mut().await;
@@ -244,6 +259,10 @@ fn try_run<T: Task>(task: T) -> Result<T::Ok, TaskError> {
 /// Runs one task to completion from synchronous code.
 #[track_caller]
 fn run<T: Task>(task: T) -> T::Output {
+    let task = match crate::executor::blocking_section(|| task.run_here()) {
+        Ok(result) => return crate::group::value(result),
+        Err(task) => task,
+    };
     crate::group::value(crate::executor::block_on_group(
         &[T::KIND],
         task.start(Start::Inline),

@@ -54,6 +54,11 @@ impl Policy {
 pub(crate) struct Options(Option<Box<Policy>>);
 
 impl Options {
+    /// Whether the task has no options.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.0.is_none()
+    }
+
     #[inline]
     pub(crate) fn new(policy: Policy) -> Self {
         Options((!policy.is_plain()).then(|| Box::new(policy)))

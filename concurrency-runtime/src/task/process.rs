@@ -151,6 +151,26 @@ where
         self.start(Start::Spawned)
     }
 
+    fn run_here(self) -> Result<Result<R, TaskError>, Self> {
+        // Only a task without options: the caller could not stop it at a deadline.
+        if !self.policy.is_plain() {
+            return Err(self);
+        }
+        let name = self.name;
+        let args = match postcard::to_allocvec(&self.args) {
+            Ok(args) => args,
+            Err(_) => return Err(self), // reported by the regular path
+        };
+        match crate::process::run_here(self.entry.id, name, &args) {
+            None => Err(self),
+            Some(answer) => Ok(answer.and_then(|bytes| {
+                postcard::from_bytes(&bytes).map_err(|error| {
+                    TaskError::serialization(name, SerializationStage::ResultIn, error.to_string())
+                })
+            })),
+        }
+    }
+
     fn split(output: R) -> Result<O::Ok, BoxError> {
         O::split(output)
     }
