@@ -164,3 +164,67 @@ fn the_pool_is_configured_before_it_starts_and_needs_a_worker() {
     );
     assert!(process::worker_pids().len() <= 2);
 }
+
+#[cpu_task(process)]
+fn aborts() -> u64 {
+    std::process::abort()
+}
+
+#[cpu_task(process)]
+fn double_with_pid(n: u64) -> (u64, u32) {
+    (n * 2, std::process::id())
+}
+
+#[test]
+fn synchronous_runs_borrowing_workers_mix_with_queued_groups() {
+    pool_of_two();
+    // One thread runs tasks one at a time (they borrow idle workers), another runs
+    // groups through the queue at the same time, and a third crashes a worker now
+    // and then: every result is right, nothing waits forever, and the pool never
+    // has more than its two workers at once.
+    let pids = watchdog(|| {
+        let sequential = std::thread::spawn(|| {
+            (0..300u64)
+                .map(|n| {
+                    let (doubled, pid) = double_with_pid(n).run();
+                    assert_eq!(doubled, n * 2);
+                    pid
+                })
+                .collect::<Vec<u32>>()
+        });
+        let grouped = std::thread::spawn(|| {
+            (0..20u64)
+                .flat_map(|round| {
+                    let results =
+                        run_concurrently!(for (0..20).map(|n| double_with_pid(round * 100 + n)));
+                    results
+                        .into_iter()
+                        .zip(0..)
+                        .map(|((doubled, pid), n)| {
+                            assert_eq!(doubled, (round * 100 + n) * 2);
+                            pid
+                        })
+                        .collect::<Vec<u32>>()
+                })
+                .collect::<Vec<u32>>()
+        });
+        let crashing = std::thread::spawn(|| {
+            for _ in 0..5 {
+                let error = aborts().try_run().expect_err("crashes");
+                assert!(matches!(
+                    error.kind(),
+                    concurrency_runtime::TaskErrorKind::Crashed {
+                        signal: Some(6),
+                        ..
+                    }
+                ));
+            }
+        });
+        crashing.join().expect("crashing thread");
+        let mut pids = sequential.join().expect("sequential thread");
+        pids.extend(grouped.join().expect("grouped thread"));
+        pids
+    });
+    assert_eq!(pids.len(), 300 + 400);
+    assert!(process::worker_pids().len() <= 2);
+}
