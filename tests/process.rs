@@ -109,10 +109,10 @@ fn a_panic_in_a_process_task_names_it_and_the_next_task_runs() {
 
 #[test]
 fn the_worker_marker_without_a_channel_exits_without_running_main() {
-    // fd 3 is not an open socket in this child: the start-up hook must refuse, and
+    // fd 0 (stdin, /dev/null under `output()`) is not a socket in this child: the start-up hook must refuse, and
     // the test harness (this binary's `main`) must not run.
     let output = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .env("CONCURRENCY_RUNTIME_WORKER_FD", "3")
+        .env("CONCURRENCY_RUNTIME_WORKER_FD", "0")
         .env(
             "CONCURRENCY_RUNTIME_WORKER_PARENT",
             std::process::id().to_string(),

@@ -143,3 +143,33 @@ fn ten_mib_of_task_output_on_each_stream_reaches_the_parent_without_deadlock() {
     assert_eq!(payload(&output.stdout), TEN_MIB / 1024 * 1023);
     assert_eq!(payload(&output.stderr), TEN_MIB / 1024 * 1023);
 }
+
+#[cpu_task(process)]
+fn read_stdin() -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut input = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut input);
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let is_null = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|stdin| stdin.metadata())
+        .is_ok_and(|metadata| metadata.file_type().is_char_device());
+    assert!(read.is_ok(), "reading stdin failed: {read:?}");
+    (input, is_null)
+}
+
+#[test]
+fn a_task_sees_an_empty_stdin_not_the_channel() {
+    // The channel reaches a worker in the stdin slot (so that spawning needs no fork);
+    // the worker must move it away and leave /dev/null before any task runs.
+    let (input, is_null) = watchdog(|| read_stdin().run());
+    assert!(input.is_empty(), "stdin held {} bytes", input.len());
+    assert!(
+        is_null,
+        "fd 0 of a task is not /dev/null (closed, or still the socket)"
+    );
+    assert_eq!(watchdog(|| square(7).run()), 49);
+}

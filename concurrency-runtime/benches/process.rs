@@ -41,6 +41,20 @@ fn main() {
             assert_eq!(value, 2);
             return;
         }
+        // The same in a program holding 512 MiB: spawning must not copy its memory map.
+        Ok("cold-large") => {
+            let mut resident = vec![0u8; 512 << 20];
+            for page in resident.chunks_mut(4096) {
+                page[0] = 1; // touch every page, so it is really resident
+            }
+            std::hint::black_box(&resident);
+            process::configure(PoolConfig::default().workers(2)).expect("configure");
+            let started = Instant::now();
+            let value = trivial(1).run();
+            println!("{}", started.elapsed().as_nanos());
+            assert_eq!(value, 2);
+            return;
+        }
         // The baseline's child: do the work and print the result.
         Ok("once") => {
             println!("{}", trivial(1).run_inline());
@@ -84,22 +98,28 @@ fn main() {
     );
 
     let exe = std::env::current_exe().expect("exe");
-    let cold: Vec<Duration> = (0..30)
-        .map(|_| {
-            let output = Command::new(&exe)
-                .env(MODE, "cold")
-                .output()
-                .expect("cold run");
-            let nanos: u64 = String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .expect("nanos");
-            Duration::from_nanos(nanos)
-        })
-        .collect();
+    let cold = |mode: &str, runs: usize| -> Vec<Duration> {
+        (0..runs)
+            .map(|_| {
+                let output = Command::new(&exe)
+                    .env(MODE, mode)
+                    .output()
+                    .expect("cold run");
+                let nanos: u64 = String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .parse()
+                    .expect("nanos");
+                Duration::from_nanos(nanos)
+            })
+            .collect()
+    };
     row(
         "cold start of the pool (first result)",
-        median_min_max(cold),
+        median_min_max(cold("cold", 30)),
+    );
+    row(
+        "cold start, 512 MiB resident in the parent",
+        median_min_max(cold("cold-large", 10)),
     );
 
     let fresh: Vec<Duration> = (0..200)

@@ -7,16 +7,16 @@
 
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
 use super::protocol::{self, FrameError};
-use super::worker::{CHANNEL_FD, ENV_FD, ENV_MAX_FRAME, ENV_PARENT, WORKER_HOOK};
+use super::worker::{ENV_FD, ENV_MAX_FRAME, ENV_PARENT, HANDOFF_FD, WORKER_HOOK};
 use super::{ConfigError, PoolConfig};
 use crate::error::{SerializationStage, TaskError};
 
@@ -132,47 +132,46 @@ pub(crate) fn configure(config: PoolConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn pool() -> &'static Arc<Shared> {
-    POOL.get_or_init(|| {
-        let config = CONFIG
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-            .unwrap_or_default();
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            available: Condvar::new(),
-            pids: Mutex::new(vec![None; config.workers]),
-            parked: (0..config.workers)
-                .map(|_| Mutex::new(Parked::None))
-                .collect(),
-            returned: Condvar::new(),
-            config,
-        });
-        for slot in 0..shared.config.workers {
-            let shared = Arc::clone(&shared);
-            let spawned = std::thread::Builder::new()
-                .name(format!("concurrency-process-{slot}"))
-                .spawn(move || drive(&shared, slot));
-            if let Err(error) = spawned {
-                panic!("concurrency-runtime: could not start a process-pool thread: {error}");
-            }
+/// Starts the pool with its first job already queued, so that the first driver to
+/// run finds it without a wake-up.
+fn start(first: Option<Job>) -> Arc<Shared> {
+    let config = CONFIG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+        .unwrap_or_default();
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(first.into_iter().collect()),
+        available: Condvar::new(),
+        pids: Mutex::new(vec![None; config.workers]),
+        parked: (0..config.workers)
+            .map(|_| Mutex::new(Parked::None))
+            .collect(),
+        returned: Condvar::new(),
+        config,
+    });
+    for slot in 0..shared.config.workers {
+        let shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("concurrency-process-{slot}"))
+            .spawn(move || drive(&shared, slot));
+        if let Err(error) = spawned {
+            panic!("concurrency-runtime: could not start a process-pool thread: {error}");
         }
-        shared
-    })
+    }
+    shared
 }
 
 /// Queues a job; its result arrives on `job.reply`.
 pub(crate) fn submit(job: Job) {
     // Keep the worker start-up hook linked into every program that runs a process task.
     std::hint::black_box(&WORKER_HOOK);
-    let shared = pool();
-    shared
-        .queue
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push_back(job);
-    shared.available.notify_one();
+    let mut job = Some(job);
+    let shared = POOL.get_or_init(|| start(job.take()));
+    if let Some(job) = job {
+        lock(&shared.queue).push_back(job);
+        shared.available.notify_one();
+    }
 }
 
 /// Runs one job on the calling thread with an idle worker, if the pool has one and
@@ -423,35 +422,23 @@ struct Worker {
 impl Worker {
     fn spawn(config: &PoolConfig) -> std::io::Result<Worker> {
         let (parent_end, child_end) = UnixStream::pair()?;
-        let child_fd = child_end.as_raw_fd();
         let mut command = Command::new(std::env::current_exe()?);
+        // The child's end travels in the stdin slot: the one place, besides stdout and
+        // stderr, where `Command` maps a descriptor without a `pre_exec` closure, and
+        // without one `Command` uses `posix_spawn` (a vfork-style clone) instead of
+        // `fork`, whose cost grows with the parent's memory. The worker's start-up hook
+        // moves the channel off fd 0 and puts `/dev/null` there before any task runs,
+        // and sets its own death signal (see `worker.rs`).
         command
-            .env(ENV_FD, CHANNEL_FD.to_string())
+            .env(ENV_FD, HANDOFF_FD.to_string())
             .env(ENV_PARENT, std::process::id().to_string())
             .env(ENV_MAX_FRAME, config.max_frame_bytes.to_string())
-            .stdin(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (dup2, fcntl, prctl) on values copied in.
-        unsafe {
-            command.pre_exec(move || {
-                if child_fd == CHANNEL_FD {
-                    // Already in place: just let it survive exec.
-                    if libc::fcntl(CHANNEL_FD, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(child_fd, CHANNEL_FD) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Die with the parent (with the spawning thread, which lives as long as
-                // the parent does), even if the parent is SIGKILLed.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn()?;
-        drop(child_end);
+            .stdin(Stdio::from(OwnedFd::from(child_end)));
+        let child = command.spawn();
+        // Close this process's copy of the child's end (the command holds it), so that
+        // the worker's death shows here as end-of-file.
+        drop(command);
+        let child = child?;
         let reader = BufReader::with_capacity(64 * 1024, parent_end.try_clone()?);
         Ok(Worker {
             child,

@@ -7,7 +7,7 @@
 //! user's `main` never runs.
 
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -22,8 +22,9 @@ pub(crate) const ENV_FD: &str = "CONCURRENCY_RUNTIME_WORKER_FD";
 pub(crate) const ENV_PARENT: &str = "CONCURRENCY_RUNTIME_WORKER_PARENT";
 /// The maximum frame size, in bytes.
 pub(crate) const ENV_MAX_FRAME: &str = "CONCURRENCY_RUNTIME_WORKER_MAX_FRAME";
-/// The file descriptor the parent places the channel on.
-pub(crate) const CHANNEL_FD: RawFd = 3;
+/// The file descriptor the channel arrives on: the stdin slot, the one descriptor
+/// besides stdout and stderr that the parent can place without forcing `fork`.
+pub(crate) const HANDOFF_FD: RawFd = 0;
 
 /// Runs before `main` in every program that links this crate's process support.
 /// Referenced from the code every process-task call runs, so the linker keeps it.
@@ -54,21 +55,35 @@ fn run_worker(marker: &str) -> i32 {
             "{ENV_FD}={marker:?} is not an open socket from a parent process"
         ));
     }
+    let channel = match take_channel(fd) {
+        Ok(channel) => channel,
+        Err(error) => return fail(format_args!("could not take over the channel: {error}")),
+    };
+    // Die with the parent, even if it is SIGKILLed. The signal is tied to the thread
+    // that spawned this process: the pool's driver threads, which live as long as the
+    // parent does.
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } == -1 {
+        return fail(format_args!(
+            "could not set its death signal: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // Checked after `prctl`: a parent that died before then is caught here.
     let parent = std::env::var(ENV_PARENT)
         .ok()
         .and_then(|pid| pid.parse::<u32>().ok());
     // SAFETY: getppid has no preconditions.
     let actual_parent = unsafe { libc::getppid() } as u32;
     if parent != Some(actual_parent) {
-        return fail(format_args!("its parent process is gone"));
+        // The parent exited while this worker started (or this is not its child):
+        // nobody is left to serve, and nobody to tell.
+        return 2;
     }
     let max_frame = std::env::var(ENV_MAX_FRAME)
         .ok()
         .and_then(|max| max.parse().ok())
         .unwrap_or(u64::MAX);
-    // SAFETY: `fd` is an open socket (checked above) that the parent handed to this
-    // process for its exclusive use; nothing else in the process owns it.
-    let channel = unsafe { UnixStream::from_raw_fd(fd) };
     let Ok(write_half) = channel.try_clone() else {
         return fail(format_args!("could not duplicate the channel"));
     };
@@ -77,6 +92,33 @@ fn run_worker(marker: &str) -> i32 {
         BufWriter::new(write_half),
         max_frame,
     )
+}
+
+/// Moves the channel from the descriptor it arrived on to a fresh close-on-exec one,
+/// so that no task sees it; if it arrived in a standard stream's slot (stdin), that
+/// slot gets `/dev/null`.
+fn take_channel(fd: RawFd) -> std::io::Result<UnixStream> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor (checked by the caller)
+    // onto the lowest free number >= 3; no memory is involved.
+    let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if moved == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `moved` was just created by fcntl and nothing else owns it.
+    let channel = unsafe { UnixStream::from_raw_fd(moved) };
+    if (0..=2).contains(&fd) {
+        let null = std::fs::File::open("/dev/null")?;
+        // SAFETY: both are open descriptors; dup2 atomically replaces `fd` (the socket's
+        // old slot) with `/dev/null`, and `null` still owns (and closes) its own.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else {
+        // SAFETY: `fd` is the parent's hand-off descriptor, now duplicated into
+        // `channel`; no other code in this process owns or uses it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(channel)
 }
 
 fn is_socket(fd: RawFd) -> bool {
