@@ -699,3 +699,47 @@ fn queued_process_tasks_of_a_dropped_group_never_start() {
     }
     assert!(!mark.exists(), "a task of a dropped group started");
 }
+
+#[io_task(name = "collected-explode")]
+async fn explodes_when_odd(n: u32) -> u32 {
+    tokio::task::yield_now().await;
+    assert!(n % 2 == 0, "odd {n}");
+    n
+}
+
+#[test]
+fn a_collection_names_its_failed_tasks_with_their_attempts() {
+    // Async tasks of a collection run as their own tokio tasks: a panic there is
+    // caught by tokio and must still come back naming the task, with its message.
+    let outcomes = watchdog(|| run_concurrently!(all; for (0..4).map(explodes_when_odd)));
+    let described: Vec<String> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(n) => n.to_string(),
+            Err(error) => error.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "0",
+            "task `collected-explode` panicked: odd 1",
+            "2",
+            "task `collected-explode` panicked: odd 3"
+        ]
+    );
+    // Tasks with options in a collection: the name and the earlier attempts too.
+    let attempts = Arc::new(AtomicU32::new(0));
+    let outcomes = watchdog(
+        move || run_concurrently!(all; for (0..2).map(|_| always_fails(attempts.clone()))),
+    );
+    for outcome in outcomes {
+        let error = outcome.expect_err("always fails");
+        assert_eq!(error.task(), "always_fails");
+        assert!(
+            matches!(error.kind(), TaskErrorKind::Failed { .. }),
+            "{error}"
+        );
+        assert_eq!(error.attempts().len(), 2, "{error:?}");
+    }
+}

@@ -126,20 +126,6 @@ where
         }
     }
 
-    /// Starts `task` on its own, for a collection.
-    fn detached<K, M>(task: K) -> Self
-    where
-        K: Task<Detached = R, Output = O>,
-        M: Mode<K, Item = I, Error = E>,
-    {
-        let name = task.name();
-        Child::Running {
-            running: task.detach(),
-            name,
-            finish: M::finish,
-        }
-    }
-
     /// Polls the task if it is still running: `Ready(Ok(()))` once it has finished
     /// and its outcome is kept, `Ready(Err(_))` if its outcome stops the group.
     #[inline]
@@ -162,10 +148,6 @@ where
         Poll::Ready(outcome)
     }
 
-    fn is_done(&self) -> bool {
-        matches!(self, Child::Done { .. })
-    }
-
     /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
     #[inline]
     pub fn take(self: Pin<&mut Self>) -> I {
@@ -183,12 +165,14 @@ where
 /// fail-fast mode, the first failure returns at once. Dropping this future drops
 /// the tasks, which cancels them.
 pub async fn run_all<K: Task, M: Mode<K>>(tasks: Tasks<K>) -> Result<Vec<M::Item>, M::Error> {
-    let mut started: Vec<ChildOf<K, M>> = Vec::with_capacity(tasks.len);
+    let mut started: Vec<SlotOf<K, M>> = Vec::with_capacity(tasks.len);
     for chunk in tasks.chunks {
         // Each chunk's memory is freed once its tasks have started.
-        started.extend(chunk.into_iter().map(Child::detached::<K, M>));
+        started.extend(chunk.into_iter().map(|task| Slot::Running {
+            running: task.detach(),
+        }));
     }
-    let mut children: Pin<Box<[ChildOf<K, M>]>> = Box::into_pin(started.into_boxed_slice());
+    let mut children: Pin<Box<[SlotOf<K, M>]>> = Box::into_pin(started.into_boxed_slice());
     let count = children.len();
     let shared = Woken::new(count);
     let mut remaining = count;
@@ -208,11 +192,11 @@ pub async fn run_all<K: Task, M: Mode<K>>(tasks: Tasks<K>) -> Result<Vec<M::Item
                 return Poll::Pending;
             }
             let mut child = child_at(children.as_mut(), index);
-            if child.as_ref().get_ref().is_done() {
+            if matches!(*child, Slot::Done { .. }) {
                 continue; // woken twice
             }
             let polled = shared.with_waker(index, |waker| {
-                child.as_mut().poll_child(&mut Context::from_waker(waker))
+                poll_slot::<K, M>(child.as_mut(), &mut Context::from_waker(waker))
             });
             match polled {
                 Poll::Pending => {}
@@ -228,13 +212,53 @@ pub async fn run_all<K: Task, M: Mode<K>>(tasks: Tasks<K>) -> Result<Vec<M::Item
     })
     .await?;
     Ok((0..count)
-        .map(|index| child_at(children.as_mut(), index).take())
+        .map(|index| {
+            let item = match child_at(children.as_mut(), index).project() {
+                SlotProj::Done { item } => item.take(),
+                SlotProj::Running { .. } => None,
+            };
+            // Every task finished (`remaining` reached 0), and each is taken once.
+            item.unwrap_or_else(|| unreachable!("a collection's outcome is taken once, at the end"))
+        })
         .collect())
 }
 
-/// The group child of task type `K` in mode `M`.
-type ChildOf<K, M> =
-    Child<<K as Task>::Detached, <K as Task>::Output, <M as Mode<K>>::Item, <M as Mode<K>>::Error>;
+pin_project_lite::pin_project! {
+    /// One task of a collection: running, then its judged outcome until taken. Only
+    /// the task's own handle while it runs (its name comes from there): a collection
+    /// may hold a million of these.
+    #[project = SlotProj]
+    enum Slot<D, I> {
+        Running { #[pin] running: D },
+        Done { item: Option<I> },
+    }
+}
+
+/// The collection slot of task type `K` in mode `M`.
+type SlotOf<K, M> = Slot<<K as Task>::Detached, <M as Mode<K>>::Item>;
+
+/// Polls a collection's task if it is still running (see [`Child::poll_child`]).
+#[inline]
+fn poll_slot<K: Task, M: Mode<K>>(
+    mut slot: Pin<&mut SlotOf<K, M>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), M::Error>> {
+    let (item, outcome) = match slot.as_mut().project() {
+        SlotProj::Running { mut running } => match running.as_mut().poll(cx) {
+            Poll::Ready(result) => {
+                let name = running.task_name();
+                match M::finish(name, result, running.take_attempts()) {
+                    Ok(item) => (Some(item), Ok(())),
+                    Err(error) => (None, Err(error)),
+                }
+            }
+            Poll::Pending => return Poll::Pending,
+        },
+        SlotProj::Done { .. } => return Poll::Ready(Ok(())),
+    };
+    slot.set(Slot::Done { item });
+    Poll::Ready(outcome)
+}
 
 /// A collection's tasks, gathered in chunks so that starting them frees their
 /// memory as it goes (a task value holds its whole future or closure).

@@ -16,9 +16,9 @@ pub(crate) struct Woken {
     slots: Box<[Slot]>,
 }
 
-/// One task's waker data: its index and the record it belongs to.
+/// One task's waker data: the record it belongs to. The task's index is the slot's
+/// position in the record's `slots` (one pointer per task, not two).
 struct Slot {
-    index: usize,
     woken: *const Woken,
 }
 
@@ -42,8 +42,7 @@ impl Woken {
             ready: Mutex::new((0..count).collect()),
             group: Mutex::new(None),
             slots: (0..count)
-                .map(|index| Slot {
-                    index,
+                .map(|_| Slot {
                     woken: weak.as_ptr(),
                 })
                 .collect(),
@@ -118,9 +117,11 @@ unsafe fn wake(data: *const ()) {
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: the waker is valid, so its record is alive.
-    let slot = unsafe { slot(data) };
-    // SAFETY: as above.
-    unsafe { (*slot.woken).wake(slot.index) };
+    let woken = unsafe { &*slot(data).woken };
+    // SAFETY: `data` points at an element of `woken.slots` (see `with_waker`), so
+    // both pointers are in the same allocation and the offset is the index.
+    let index = unsafe { data.cast::<Slot>().offset_from(woken.slots.as_ptr()) };
+    woken.wake(index.unsigned_abs());
 }
 
 unsafe fn drop(data: *const ()) {

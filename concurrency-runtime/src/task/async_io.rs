@@ -151,48 +151,59 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let inline = Guarded {
-        future,
-        name,
-        // Spawned, it is polled by a runtime's worker: no need to look.
-        has_context: (start == Start::Spawned).then_some(true),
-    };
     match start {
-        Start::Inline => AsyncRunning::Inline { guarded: inline },
+        Start::Inline => AsyncRunning::Inline {
+            guarded: Guarded {
+                future,
+                name,
+                has_context: None,
+            },
+        },
         Start::Spawned => AsyncRunning::Spawned {
-            joined: spawn_guarded(inline),
+            joined: spawn(name, future),
         },
     }
 }
 
-/// Spawns an async task as its own tokio task.
-fn spawn<F>(name: &'static str, future: F) -> Joined<Result<F::Output, TaskError>>
+/// Spawns an async task as its own tokio task, on the caller's runtime, or on the
+/// embedded one when there is none or the caller must not use it (see
+/// `spawn_async_on_embedded`).
+///
+/// The spawned future is the body and nothing else (see [`InTask`]): tokio catches a
+/// panic, and the join handle, which knows the task's name, reports it.
+fn spawn<F>(name: &'static str, future: F) -> Joined<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    spawn_guarded(Guarded {
-        future,
-        name,
-        has_context: Some(true),
-    })
-}
-
-/// Spawns a guarded future on the caller's runtime, or on the embedded one when
-/// there is none or the caller must not use it (see `spawn_async_on_embedded`).
-fn spawn_guarded<F>(guarded: Guarded<F>) -> Joined<Result<F::Output, TaskError>>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let name = guarded.name;
+    let future = InTask { future };
     let handle = match Handle::try_current() {
-        Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(guarded),
-        _ => runtime().spawn(guarded),
+        Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(future),
+        _ => runtime().spawn(future),
     };
     Joined {
         handle: AbortOnDrop(handle),
         name,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A spawned async task's future: the body, polled with [`TaskKind::current`]
+    /// reporting an async task. No bigger than the body, so the tokio task is as
+    /// large as a hand-spawned one (tokio's task cells come in 128-byte steps).
+    struct InTask<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for InTask<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.project().future;
+        TaskKind::AsyncIo.enter(|| future.poll(cx))
     }
 }
 
@@ -201,16 +212,30 @@ where
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Detached<T> {
-    joined: Joined<Result<T, TaskError>>,
+    joined: Joined<T>,
 }
 
 impl<T> Future for Detached<T> {
     type Output = Result<T, TaskError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.joined)
-            .poll(cx)
-            .map(|result| result.and_then(|inner| inner))
+        Pin::new(&mut self.joined).poll(cx)
+    }
+}
+
+impl<T> super::Named for Detached<T> {
+    fn task_name(&self) -> &'static str {
+        self.joined.name
+    }
+}
+
+impl<F: Future> super::Named for AsyncRunning<F> {
+    fn task_name(&self) -> &'static str {
+        match self {
+            AsyncRunning::Inline { guarded } => guarded.name,
+            AsyncRunning::Spawned { joined } => joined.name,
+        }
     }
 }
 
@@ -220,7 +245,7 @@ pin_project_lite::pin_project! {
     #[project = AsyncRunningProj]
     pub enum AsyncRunning<F: Future> {
         Inline { #[pin] guarded: Guarded<F> },
-        Spawned { joined: Joined<Result<F::Output, TaskError>> },
+        Spawned { joined: Joined<F::Output> },
     }
 }
 
@@ -231,9 +256,7 @@ impl<F: Future> Future for AsyncRunning<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AsyncRunningProj::Inline { guarded } => guarded.poll(cx),
-            AsyncRunningProj::Spawned { joined } => Pin::new(joined)
-                .poll(cx)
-                .map(|result| result.and_then(|inner| inner)),
+            AsyncRunningProj::Spawned { joined } => Pin::new(joined).poll(cx),
         }
     }
 }

@@ -150,6 +150,12 @@ pub struct BlockingRunning<T> {
     cancel: CancelFlag,
 }
 
+impl<T> super::Named for BlockingRunning<T> {
+    fn task_name(&self) -> &'static str {
+        self.joined.name
+    }
+}
+
 impl<T> Future for BlockingRunning<T> {
     type Output = Result<T, TaskError>;
 

@@ -220,6 +220,12 @@ pub struct CpuRunning<F, T> {
     name: &'static str,
 }
 
+impl<F, T> super::Named for CpuRunning<F, T> {
+    fn task_name(&self) -> &'static str {
+        self.name
+    }
+}
+
 impl<F, T> Future for CpuRunning<F, T> {
     type Output = Result<T, TaskError>;
 

@@ -29,6 +29,7 @@ pub use blocking_io::BlockingIoTask;
 pub use cpu::CpuTask;
 pub(crate) use joined::Joined;
 pub use output::{Fallible, OutputKind, TaskErrorType, Value};
+pub(crate) use policy::Named;
 pub use policy::{Attempted, Limit, Policy, RetryOn};
 pub(crate) use policy::{Bodies, Options, Permit, Policied};
 pub use process::ProcessTask;

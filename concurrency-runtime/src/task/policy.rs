@@ -281,10 +281,13 @@ where
     let policy = *policy;
     let Bodies { first, mut again } = bodies;
     let mut first = Some(first);
-    Policied::supervised(supervise(name, policy, judge, move |permit| {
-        let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
-        Some(attempt(body, permit))
-    }))
+    Policied::supervised(
+        name,
+        supervise(name, policy, judge, move |permit| {
+            let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
+            Some(attempt(body, permit))
+        }),
+    )
 }
 
 pin_project_lite::pin_project! {
@@ -293,15 +296,37 @@ pin_project_lite::pin_project! {
     #[project = PoliciedProj]
     pub enum Policied<P, T> {
         Plain { #[pin] attempt: P },
-        Supervised { supervision: Supervision<T>, attempts: Vec<TaskError> },
+        // Boxed as a whole, so that a task without options (`Plain`) pays nothing for
+        // this variant: a collection keeps one of these per task.
+        Supervised { supervised: Box<Supervised<T>> },
+    }
+}
+
+/// The supervision of a task with options, and its earlier attempts once it ends.
+#[doc(hidden)]
+pub struct Supervised<T> {
+    supervision: Supervision<T>,
+    attempts: Vec<TaskError>,
+    name: &'static str,
+}
+
+impl<T> std::fmt::Debug for Supervised<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervised")
+            .field("name", &self.name)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
     }
 }
 
 impl<P, T> Policied<P, T> {
-    fn supervised(supervision: Supervision<T>) -> Self {
+    fn supervised(name: &'static str, supervision: Supervision<T>) -> Self {
         Policied::Supervised {
-            supervision,
-            attempts: Vec::new(),
+            supervised: Box::new(Supervised {
+                supervision,
+                attempts: Vec::new(),
+                name,
+            }),
         }
     }
 }
@@ -316,13 +341,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             PoliciedProj::Plain { attempt } => attempt.poll(cx),
-            PoliciedProj::Supervised {
-                supervision,
-                attempts,
-            } => supervision.as_mut().poll(cx).map(|(outcome, earlier)| {
-                *attempts = earlier;
-                outcome
-            }),
+            PoliciedProj::Supervised { supervised } => {
+                let Supervised {
+                    supervision,
+                    attempts,
+                    ..
+                } = &mut **supervised;
+                supervision.as_mut().poll(cx).map(|(outcome, earlier)| {
+                    *attempts = earlier;
+                    outcome
+                })
+            }
         }
     }
 }
@@ -333,14 +362,32 @@ where
 pub trait Attempted {
     /// Takes the earlier attempts' failures (empty for a single attempt).
     fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError>;
+
+    /// The task's name.
+    fn task_name(&self) -> &'static str;
 }
 
-impl<P, T> Attempted for Policied<P, T> {
+impl<P: Named, T> Attempted for Policied<P, T> {
     #[inline]
     fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError> {
         match self.project() {
             PoliciedProj::Plain { .. } => Vec::new(),
-            PoliciedProj::Supervised { attempts, .. } => std::mem::take(attempts),
+            PoliciedProj::Supervised { supervised } => std::mem::take(&mut supervised.attempts),
         }
     }
+
+    #[inline]
+    fn task_name(&self) -> &'static str {
+        match self {
+            Policied::Plain { attempt } => attempt.task_name(),
+            Policied::Supervised { supervised } => supervised.name,
+        }
+    }
+}
+
+/// A started attempt that knows its task's name.
+#[doc(hidden)]
+pub trait Named {
+    /// The task's name.
+    fn task_name(&self) -> &'static str;
 }

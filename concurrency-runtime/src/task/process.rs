@@ -212,6 +212,12 @@ pub struct ProcessRunning<R> {
     result: PhantomData<fn() -> R>,
 }
 
+impl<R> super::Named for ProcessRunning<R> {
+    fn task_name(&self) -> &'static str {
+        self.name
+    }
+}
+
 impl<R> ProcessRunning<R> {
     fn failed(name: &'static str, error: TaskError) -> Self {
         ProcessRunning {
