@@ -237,6 +237,7 @@ impl Checked {
             .collect();
         let cx = Ident::new("__concurrency_cx", span);
         let ready = Ident::new("__concurrency_ready", span);
+        let starter = Ident::new("__concurrency_starter", span);
 
         // Each call is evaluated here, in order, at the macro's site; `as_task` turns a
         // value that is not a task into an error under that call.
@@ -254,46 +255,53 @@ impl Checked {
         };
         // Polls every task until all are done, or until one's outcome stops the group
         // (fail-fast modes): the other tasks are then dropped, which cancels them.
-        let group = quote! {
-            async move {
-                #(let mut #children = ::core::pin::pin!(
-                    #private::Child::start::<_, #marker>(#tasks)
-                );)*
-                let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
-                    let mut #ready = true;
-                    #(
-                        match #children.as_mut().poll_child(#cx) {
-                            ::core::task::Poll::Pending => #ready = false,
-                            ::core::task::Poll::Ready(::core::result::Result::Ok(())) => {}
-                            ::core::task::Poll::Ready(::core::result::Result::Err(#error)) => {
-                                return ::core::task::Poll::Ready(
-                                    ::core::result::Result::Err(#error),
-                                );
-                            }
+        let run_group = quote! {
+            let #starter = #private::Starter::here();
+            #(let mut #children = ::core::pin::pin!(
+                #private::Child::start::<_, #marker>(#tasks, &#starter)
+            );)*
+            ::core::mem::drop(#starter);
+            let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
+                let mut #ready = true;
+                #(
+                    match #children.as_mut().poll_child(#cx) {
+                        ::core::task::Poll::Pending => #ready = false,
+                        ::core::task::Poll::Ready(::core::result::Result::Ok(())) => {}
+                        ::core::task::Poll::Ready(::core::result::Result::Err(#error)) => {
+                            return ::core::task::Poll::Ready(
+                                ::core::result::Result::Err(#error),
+                            );
                         }
-                    )*
-                    if #ready {
-                        ::core::task::Poll::Ready(::core::result::Result::Ok(()))
-                    } else {
-                        ::core::task::Poll::Pending
                     }
-                })
-                .await;
-                match __concurrency_outcome {
-                    ::core::result::Result::Ok(()) => ::core::result::Result::Ok(#taken),
-                    ::core::result::Result::Err(#error) => ::core::result::Result::Err(#error),
+                )*
+                if #ready {
+                    ::core::task::Poll::Ready(::core::result::Result::Ok(()))
+                } else {
+                    ::core::task::Poll::Pending
                 }
+            })
+            .await;
+        };
+        let outcome = quote! {
+            match __concurrency_outcome {
+                ::core::result::Result::Ok(()) => ::core::result::Result::Ok(#taken),
+                ::core::result::Result::Err(#error) => ::core::result::Result::Err(#error),
             }
         };
         let lets = quote!(#(#lets)*);
         let kinds = Ident::new("__concurrency_kinds", span);
         if self.is_async {
-            let finish = self.mode.finish(private, quote!(#group.await));
+            // One future: the group's own, with its outcome finished inside it.
+            let finish = self.mode.finish(private, outcome);
             quote! {{
                 #lets
-                async move { #finish }
+                async move {
+                    #run_group
+                    #finish
+                }
             }}
         } else {
+            let group = quote!(async move { #run_group #outcome });
             let finish = self
                 .mode
                 .finish(private, quote!(#private::block_on_group(&#kinds, #group)));

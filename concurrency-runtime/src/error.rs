@@ -26,11 +26,26 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// }
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct TaskError {
+    // Boxed: a `Result<T, TaskError>` is then barely larger than `T`, and every
+    // task's outcome is moved through a few layers of futures on the way back.
+    inner: Box<Inner>,
+}
+
+struct Inner {
     task: &'static str,
     kind: TaskErrorKind,
     attempts: Vec<TaskError>,
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskError")
+            .field("task", &self.inner.task)
+            .field("kind", &self.inner.kind)
+            .field("attempts", &self.inner.attempts)
+            .finish()
+    }
 }
 
 /// How a task failed. More kinds may be added, so match with a wildcard arm.
@@ -111,22 +126,27 @@ impl fmt::Display for SerializationStage {
 }
 
 impl TaskError {
-    pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
+    fn new(task: &'static str, kind: TaskErrorKind) -> Self {
         TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Panicked {
-                message: panic_message(payload.as_ref()),
-            },
+            inner: Box::new(Inner {
+                task,
+                kind,
+                attempts: Vec::new(),
+            }),
         }
     }
 
-    pub(crate) fn panicked_with(task: &'static str, message: String) -> Self {
-        TaskError {
+    pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
+        TaskError::new(
             task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Panicked { message },
-        }
+            TaskErrorKind::Panicked {
+                message: panic_message(payload.as_ref()),
+            },
+        )
+    }
+
+    pub(crate) fn panicked_with(task: &'static str, message: String) -> Self {
+        TaskError::new(task, TaskErrorKind::Panicked { message })
     }
 
     pub(crate) fn crashed(
@@ -135,15 +155,14 @@ impl TaskError {
         signal: Option<i32>,
         exit_code: Option<i32>,
     ) -> Self {
-        TaskError {
+        TaskError::new(
             task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Crashed {
+            TaskErrorKind::Crashed {
                 pid,
                 signal,
                 exit_code,
             },
-        }
+        )
     }
 
     pub(crate) fn serialization(
@@ -151,75 +170,54 @@ impl TaskError {
         stage: SerializationStage,
         message: String,
     ) -> Self {
-        TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Serialization { stage, message },
-        }
+        TaskError::new(task, TaskErrorKind::Serialization { stage, message })
     }
 
     pub(crate) fn protocol(task: &'static str, message: String) -> Self {
-        TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Worker { message },
-        }
+        TaskError::new(task, TaskErrorKind::Worker { message })
     }
 
     pub(crate) fn spawn_failed(task: &'static str, message: String) -> Self {
-        TaskError {
+        TaskError::new(
             task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Worker {
+            TaskErrorKind::Worker {
                 message: format!("could not start a worker process: {message}"),
             },
-        }
+        )
     }
 
     pub(crate) fn cancelled(task: &'static str) -> Self {
-        TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Cancelled,
-        }
+        TaskError::new(task, TaskErrorKind::Cancelled)
     }
 
     pub(crate) fn failed(task: &'static str, error: BoxError) -> Self {
-        TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::Failed { error },
-        }
+        TaskError::new(task, TaskErrorKind::Failed { error })
     }
 
     pub(crate) fn timed_out(task: &'static str, after: Duration) -> Self {
-        TaskError {
-            task,
-            attempts: Vec::new(),
-            kind: TaskErrorKind::TimedOut { after },
-        }
+        TaskError::new(task, TaskErrorKind::TimedOut { after })
     }
 
     /// This error, with the failures of the earlier attempts (oldest first).
     pub(crate) fn with_attempts(mut self, attempts: Vec<TaskError>) -> Self {
-        self.attempts = attempts;
+        self.inner.attempts = attempts;
         self
     }
 
     /// The task's name: the `name = "..."` option, or the function's name.
     pub fn task(&self) -> &'static str {
-        self.task
+        self.inner.task
     }
 
     /// How the task failed.
     pub fn kind(&self) -> &TaskErrorKind {
-        &self.kind
+        &self.inner.kind
     }
 
     /// How the task failed, by value (e.g. to take the task's own error out of
     /// [`TaskErrorKind::Failed`]).
     pub fn into_kind(self) -> TaskErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The failures of the earlier attempts of a task with `retries`, oldest first;
@@ -238,7 +236,7 @@ impl TaskError {
     /// assert_eq!(error.to_string(), "task `always_fails` failed: no (after 3 attempts)");
     /// ```
     pub fn attempts(&self) -> &[TaskError] {
-        &self.attempts
+        &self.inner.attempts
     }
 
     /// The task's own error by value, if it failed by returning `Err(E)` with this
@@ -256,22 +254,28 @@ impl TaskError {
     /// let io: std::io::Error = error.downcast().unwrap();
     /// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     /// ```
-    pub fn downcast<E: std::error::Error + Send + Sync + 'static>(self) -> Result<E, TaskError> {
-        match self.kind {
+    pub fn downcast<E: std::error::Error + Send + Sync + 'static>(
+        mut self,
+    ) -> Result<E, TaskError> {
+        let kind = std::mem::replace(&mut self.inner.kind, TaskErrorKind::Cancelled);
+        match kind {
             TaskErrorKind::Failed { error } => match error.downcast::<E>() {
                 Ok(error) => Ok(*error),
-                Err(error) => Err(TaskError {
-                    kind: TaskErrorKind::Failed { error },
-                    ..self
-                }),
+                Err(error) => {
+                    self.inner.kind = TaskErrorKind::Failed { error };
+                    Err(self)
+                }
             },
-            kind => Err(TaskError { kind, ..self }),
+            kind => {
+                self.inner.kind = kind;
+                Err(self)
+            }
         }
     }
 
     /// The task's own error, if it failed by returning `Err`.
     pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        match &self.kind {
+        match &self.inner.kind {
             TaskErrorKind::Failed { error } => error.downcast_ref::<E>(),
             _ => None,
         }
@@ -279,20 +283,20 @@ impl TaskError {
 
     /// Whether the task ran out of time.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, TaskErrorKind::TimedOut { .. })
+        matches!(self.inner.kind, TaskErrorKind::TimedOut { .. })
     }
 
     /// Whether the task was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.kind, TaskErrorKind::Cancelled)
+        matches!(self.inner.kind, TaskErrorKind::Cancelled)
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_kind(f)?;
-        if !self.attempts.is_empty() {
-            write!(f, " (after {} attempts)", self.attempts.len() + 1)?;
+        if !self.inner.attempts.is_empty() {
+            write!(f, " (after {} attempts)", self.inner.attempts.len() + 1)?;
         }
         Ok(())
     }
@@ -300,15 +304,17 @@ impl fmt::Display for TaskError {
 
 impl TaskError {
     fn fmt_kind(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            TaskErrorKind::Failed { error } => write!(f, "task `{}` failed: {error}", self.task),
+        match &self.inner.kind {
+            TaskErrorKind::Failed { error } => {
+                write!(f, "task `{}` failed: {error}", self.inner.task)
+            }
             TaskErrorKind::TimedOut { after } => {
-                write!(f, "task `{}` timed out after {after:?}", self.task)
+                write!(f, "task `{}` timed out after {after:?}", self.inner.task)
             }
             TaskErrorKind::Panicked { message } => {
-                write!(f, "task `{}` panicked: {message}", self.task)
+                write!(f, "task `{}` panicked: {message}", self.inner.task)
             }
-            TaskErrorKind::Cancelled => write!(f, "task `{}` was cancelled", self.task),
+            TaskErrorKind::Cancelled => write!(f, "task `{}` was cancelled", self.inner.task),
             TaskErrorKind::Crashed {
                 pid,
                 signal: Some(signal),
@@ -316,20 +322,24 @@ impl TaskError {
             } => write!(
                 f,
                 "task `{}` crashed: its worker process {pid} was killed by signal {signal} ({})",
-                self.task,
+                self.inner.task,
                 signal_name(*signal)
             ),
             TaskErrorKind::Crashed { pid, exit_code, .. } => write!(
                 f,
                 "task `{}` crashed: its worker process {pid} exited with code {} before returning a result",
-                self.task,
+                self.inner.task,
                 exit_code.map_or_else(|| "?".to_owned(), |code| code.to_string())
             ),
             TaskErrorKind::Serialization { stage, message } => {
-                write!(f, "task `{}` failed {stage}: {message}", self.task)
+                write!(f, "task `{}` failed {stage}: {message}", self.inner.task)
             }
             TaskErrorKind::Worker { message } => {
-                write!(f, "task `{}` failed in its worker: {message}", self.task)
+                write!(
+                    f,
+                    "task `{}` failed in its worker: {message}",
+                    self.inner.task
+                )
             }
         }
     }
@@ -337,7 +347,7 @@ impl TaskError {
 
 impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &self.inner.kind {
             TaskErrorKind::Failed { error } => Some(error.as_ref()),
             _ => None,
         }

@@ -2,13 +2,14 @@
 //! together, failing fast or collecting every outcome, and turning outcomes into
 //! values.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::error::TaskError;
-use crate::task::{Attempted, Start, Task, settle};
+use crate::task::{Attempted, Start, Task, TaskKind, settle};
 use crate::wake::Woken;
 
 /// How a group reports its tasks' outcomes: one type per form of
@@ -84,6 +85,51 @@ impl<K: Task> Mode<K> for CollectAll {
     }
 }
 
+/// How a group starts its tasks: what it needs to know about the calling thread,
+/// looked up once for the whole group (at its first poll, where its tasks start).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Starter {
+    spawn: bool,
+    in_tokio: Cell<Option<bool>>,
+}
+
+impl Starter {
+    /// The starter for a group that starts here, now.
+    #[inline]
+    pub fn here() -> Self {
+        Starter {
+            // A synchronous caller that cannot poll async tasks itself (a rayon worker,
+            // or a thread inside another runtime's context) has them spawned instead.
+            spawn: crate::executor::spawn_async_on_embedded(),
+            in_tokio: Cell::new(None),
+        }
+    }
+
+    #[inline]
+    fn start(&self, kind: TaskKind) -> Start {
+        if !kind.is_async() {
+            Start::Inline
+        } else if self.spawn {
+            Start::Spawned
+        } else {
+            let in_tokio = match self.in_tokio.get() {
+                Some(known) => known,
+                None => {
+                    let found = crate::task::in_tokio_context();
+                    self.in_tokio.set(Some(found));
+                    found
+                }
+            };
+            if in_tokio {
+                Start::InContext
+            } else {
+                Start::Inline
+            }
+        }
+    }
+}
+
 /// Judges a finished task for a group's mode (see [`Mode::finish`]).
 type Finish<O, I, E> = fn(&'static str, Result<O, TaskError>, Vec<TaskError>) -> Result<I, E>;
 
@@ -94,7 +140,7 @@ pin_project_lite::pin_project! {
     #[doc(hidden)]
     #[project = ChildProj]
     pub enum Child<R, O, I, E> {
-        Running { #[pin] running: R, name: &'static str, finish: Finish<O, I, E> },
+        Running { #[pin] running: R, finish: Finish<O, I, E> },
         Done { item: Option<I> },
     }
 }
@@ -106,22 +152,13 @@ where
     /// Starts `task` (thread, cpu and process tasks begin at once; an async task at
     /// its first poll, which follows immediately) for a group of mode `M`.
     #[inline]
-    pub fn start<K, M>(task: K) -> Self
+    pub fn start<K, M>(task: K, starter: &Starter) -> Self
     where
         K: Task<Running = R, Output = O>,
         M: Mode<K, Item = I, Error = E>,
     {
-        // A synchronous caller that cannot poll async tasks itself (a rayon worker, or
-        // a thread inside another runtime's context) has them spawned instead.
-        let start = if crate::executor::spawn_async_on_embedded() {
-            Start::Spawned
-        } else {
-            Start::Inline
-        };
-        let name = task.name();
         Child::Running {
-            running: task.start(start),
-            name,
+            running: task.start(starter.start(K::KIND)),
             finish: M::finish,
         }
     }
@@ -133,13 +170,15 @@ where
         let (item, outcome) = match self.as_mut().project() {
             ChildProj::Running {
                 mut running,
-                name,
                 finish,
             } => match running.as_mut().poll(cx) {
-                Poll::Ready(result) => match finish(name, result, running.take_attempts()) {
-                    Ok(item) => (Some(item), Ok(())),
-                    Err(error) => (None, Err(error)),
-                },
+                Poll::Ready(result) => {
+                    let name = running.task_name();
+                    match finish(name, result, running.take_attempts()) {
+                        Ok(item) => (Some(item), Ok(())),
+                        Err(error) => (None, Err(error)),
+                    }
+                }
                 Poll::Pending => return Poll::Pending,
             },
             ChildProj::Done { .. } => return Poll::Ready(Ok(())),

@@ -2,7 +2,9 @@
 //! any release (the macro crate is pinned with `=`).
 
 pub use crate::executor::block_on_group;
-pub use crate::group::{Child, CollectAll, FailFast, Tasks, Values, run_all, settled, value};
+pub use crate::group::{
+    Child, CollectAll, FailFast, Starter, Tasks, Values, run_all, settled, value,
+};
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
 pub use crate::task::{
     AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Limit, OutputKind, Policy,

@@ -152,17 +152,24 @@ where
     F::Output: Send + 'static,
 {
     match start {
-        Start::Inline => AsyncRunning::Inline {
+        Start::Inline | Start::InContext => AsyncRunning::Inline {
             guarded: Guarded {
                 future,
                 name,
-                has_context: None,
+                has_context: (start == Start::InContext).then_some(true),
             },
         },
         Start::Spawned => AsyncRunning::Spawned {
             joined: spawn(name, future),
         },
     }
+}
+
+/// Whether this thread is inside a tokio runtime context. Inside a tokio task (the
+/// common case) that is a thread-local read; otherwise `Handle::try_current` clones
+/// the handle, so a group looks once for all its tasks (see `Starter`).
+pub(crate) fn in_tokio_context() -> bool {
+    tokio::task::try_id().is_some() || Handle::try_current().is_ok()
 }
 
 /// Spawns an async task as its own tokio task, on the caller's runtime, or on the
@@ -286,13 +293,7 @@ impl<F: Future> Future for Guarded<F> {
                 TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
             }))
         };
-        let has_context = *this
-            .has_context
-            // Inside a tokio task (the common case) there is a context; that check is
-            // a thread-local read, while `Handle::try_current` clones the handle.
-            .get_or_insert_with(|| {
-                tokio::task::try_id().is_some() || Handle::try_current().is_ok()
-            });
+        let has_context = *this.has_context.get_or_insert_with(in_tokio_context);
         let polled = if has_context {
             poll()
         } else {

@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub use async_io::AsyncIoTask;
+pub(crate) use async_io::in_tokio_context;
 pub use blocking_io::BlockingIoTask;
 pub use cpu::CpuTask;
 pub(crate) use joined::Joined;
@@ -114,6 +115,8 @@ thread_local! {
 pub enum Start {
     /// Poll the future inside the group's own future (like `tokio::join!`).
     Inline,
+    /// As `Inline`, and the group is known to be polled inside a tokio context.
+    InContext,
     /// Spawn the future as its own tokio task (like a `JoinSet`), for large groups.
     Spawned,
 }
