@@ -260,7 +260,6 @@ impl Checked {
             #(let mut #children = ::core::pin::pin!(
                 #private::Child::start::<_, #marker>(#tasks, &#starter)
             );)*
-            ::core::mem::drop(#starter);
             let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
                 let mut #ready = true;
                 #(
