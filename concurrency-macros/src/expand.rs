@@ -105,6 +105,7 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
             Ident::new("AsyncIoTask", Span::call_site()),
             quote!(async move {
                 #bindings
+                #[allow(clippy::diverging_sub_expression)]
                 let #ret_ident: #ret = #block;
                 #[allow(unreachable_code)]
                 #ret_ident
@@ -125,9 +126,15 @@ pub(crate) fn expand(task: &TaskFn<'_>) -> TokenStream {
                     >
                 ),
                 kind,
+                // The body is bound to a variable rather than nested as a block, which
+                // would trip `unused_braces` in the user's crate for a one-line body
+                // (and a body that only panics is no lint's business).
                 quote!(move || -> #ret {
                     #bindings
-                    #block
+                    #[allow(clippy::diverging_sub_expression)]
+                    let #ret_ident: #ret = #block;
+                    #[allow(unreachable_code)]
+                    #ret_ident
                 }),
             )
         }
