@@ -743,3 +743,98 @@ fn a_collection_names_its_failed_tasks_with_their_attempts() {
         assert_eq!(error.attempts().len(), 2, "{error:?}");
     }
 }
+
+#[cpu_task(name = "first-fails")]
+fn fails_first_or_waits(index: u32, started: Arc<AtomicUsize>) -> u32 {
+    started.fetch_add(1, Ordering::SeqCst);
+    assert!(index != 0, "task 0 fails");
+    // The others wait until the failure cancels them (or the watchdog gives up).
+    let deadline = Instant::now() + WATCHDOG;
+    while !is_cancelled() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    index
+}
+
+#[test]
+fn a_failing_cpu_collection_never_starts_the_rest() {
+    let _pool = support::whole_rayon_pool();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    let outcome = watchdog(
+        move || run_concurrently!(try; for (0..1000).map(|i| fails_first_or_waits(i, Arc::clone(&counter)))),
+    );
+    let error = outcome.expect_err("task 0 fails");
+    assert_eq!(
+        error.to_string(),
+        "task `first-fails` panicked: task 0 fails"
+    );
+    // No task but the first can end before the failure: so each rayon thread started
+    // at most one other task, and the failure stopped the other 990-odd from starting.
+    let threads = rayon::current_num_threads();
+    let count = started.load(Ordering::SeqCst);
+    assert!(count <= 1 + threads, "{count} tasks started");
+}
+
+#[cpu_task(name = "odd-panics")]
+fn cpu_panics_when_odd(n: u32) -> u32 {
+    assert!(n.is_multiple_of(2), "odd {n}");
+    n
+}
+
+#[test]
+fn a_cpu_collection_collects_every_outcome_in_order() {
+    let outcomes = watchdog(|| run_concurrently!(all; for (0..200).map(cpu_panics_when_odd)));
+    assert_eq!(outcomes.len(), 200);
+    for (n, outcome) in (0..).zip(outcomes) {
+        match outcome {
+            Ok(value) => assert_eq!(value, n),
+            Err(error) => {
+                assert_eq!(n % 2, 1, "{error}");
+                assert_eq!(
+                    error.to_string(),
+                    format!("task `odd-panics` panicked: odd {n}")
+                );
+            }
+        }
+    }
+}
+
+#[cpu_task]
+fn waits_for_cancellation(started: Arc<AtomicUsize>, ended: Arc<AtomicUsize>) -> u32 {
+    started.fetch_add(1, Ordering::SeqCst);
+    let deadline = Instant::now() + WATCHDOG;
+    while !is_cancelled() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    ended.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+#[test]
+fn dropping_an_async_cpu_collection_cancels_its_tasks() {
+    let _pool = support::whole_rayon_pool();
+    let started = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (counter, done) = (Arc::clone(&started), Arc::clone(&ended));
+    watchdog(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let group = run_concurrently!(async; for (0..1000).map(|_| {
+                waits_for_cancellation(Arc::clone(&counter), Arc::clone(&done))
+            }));
+            // The tasks never end on their own: the group is dropped at the timeout.
+            let outcome = tokio::time::timeout(Duration::from_millis(50), group).await;
+            assert!(outcome.is_err(), "the tasks ended without being cancelled");
+        });
+    });
+    // The running tasks saw `is_cancelled()` and returned; the rest never started.
+    wait_until("the started tasks returned", WATCHDOG, || {
+        ended.load(Ordering::SeqCst) == started.load(Ordering::SeqCst)
+    });
+    let count = started.load(Ordering::SeqCst);
+    assert!(
+        count <= rayon::current_num_threads(),
+        "{count} tasks started"
+    );
+}

@@ -105,6 +105,24 @@ fn cpu_task_runs_on_rayon() {
 }
 
 #[test]
+fn cpu_tasks_of_a_collection_run_on_rayon_from_sync_and_async_callers() {
+    let from_sync = watchdog(|| run_concurrently!(for (0..100).map(|_| cpu_probe())));
+    let from_async = watchdog(|| {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async { run_concurrently!(async; for (0..100).map(|_| cpu_probe())).await })
+    });
+    for seen in from_sync.iter().chain(&from_async) {
+        assert!(seen.rayon_index.is_some(), "{seen:?}");
+        assert!(
+            !seen.tokio_context,
+            "must not run on a tokio thread: {seen:?}"
+        );
+        assert_eq!(seen.kind, Some(TaskKind::Cpu));
+    }
+}
+
+#[test]
 fn placement_holds_inside_a_mixed_group_and_under_a_user_runtime() {
     let (a, b, c) = watchdog(|| run_concurrently!(async_probe(), blocking_probe(), cpu_probe()));
     assert_eq!(a.kind, Some(TaskKind::AsyncIo));

@@ -17,9 +17,9 @@ use crate::wake::Woken;
 #[doc(hidden)]
 pub trait Mode<K: Task> {
     /// What the group returns per task.
-    type Item;
+    type Item: Send + 'static;
     /// What stops the group early (`Infallible` for a group that never stops early).
-    type Error;
+    type Error: Send + 'static;
     /// Judges a finished task: `Err` stops the group (its other tasks are dropped,
     /// which cancels them).
     fn finish(
@@ -204,6 +204,10 @@ where
 /// fail-fast mode, the first failure returns at once. Dropping this future drops
 /// the tasks, which cancels them.
 pub async fn run_all<K: Task, M: Mode<K>>(tasks: Tasks<K>) -> Result<Vec<M::Item>, M::Error> {
+    let tasks = match K::batch::<M>(tasks) {
+        Ok(batch) => return batch.await,
+        Err(tasks) => tasks,
+    };
     let mut started: Vec<SlotOf<K, M>> = Vec::with_capacity(tasks.len);
     for chunk in tasks.chunks {
         // Each chunk's memory is freed once its tasks have started.
@@ -310,6 +314,17 @@ pub struct Tasks<K> {
 
 /// Tasks per chunk of a collection.
 const CHUNK: usize = 1024;
+
+impl<K> Tasks<K> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &K> {
+        self.chunks.iter().flatten()
+    }
+
+    /// The tasks, each chunk freed once its tasks are taken.
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = K> {
+        self.chunks.into_iter().flatten()
+    }
+}
 
 impl<K: Task> Tasks<K> {
     /// Gathers the tasks an iterator yields.

@@ -16,6 +16,9 @@ use super::{
 use crate::cancel::{self, CancelSource};
 use crate::error::{BoxError, TaskError};
 use crate::executor::Helpable;
+use crate::group::{Mode, Tasks};
+
+use super::cpu_batch::{self, BatchFuture};
 
 /// A CPU task: returned by calling a `#[cpu_task] fn`.
 ///
@@ -113,6 +116,21 @@ where
 
     fn detach(self) -> Self::Running {
         self.start(Start::Spawned)
+    }
+
+    fn batch<M: Mode<Self>>(
+        tasks: Tasks<Self>,
+    ) -> Result<BatchFuture<M::Item, M::Error>, Tasks<Self>> {
+        // Tasks with options are supervised one by one.
+        if !tasks.iter().all(|task| task.policy.is_plain()) {
+            return Err(tasks);
+        }
+        Ok(cpu_batch::start(
+            tasks
+                .into_iter()
+                .map(|task| (task.name, task.body.into_first())),
+            M::finish,
+        ))
     }
 
     fn split(output: T) -> Result<O::Ok, BoxError> {

@@ -14,6 +14,7 @@
 mod async_io;
 mod blocking_io;
 mod cpu;
+mod cpu_batch;
 mod joined;
 mod output;
 mod policy;
@@ -36,6 +37,8 @@ pub(crate) use policy::{Bodies, Options, Permit, Policied};
 pub use process::ProcessTask;
 
 use crate::error::{BoxError, TaskError};
+use crate::group::{Mode, Tasks};
+use cpu_batch::BatchFuture;
 
 /// Where a task runs, as chosen by its annotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +198,19 @@ pub trait Task: sealed::Sealed + Send + 'static {
         Self: Sized,
     {
         Err(self)
+    }
+
+    /// Runs a whole collection of tasks of this type as one batch, when the kind
+    /// has a faster way than one task at a time (cpu tasks without options, see
+    /// `cpu_batch`); otherwise gives the tasks back.
+    #[doc(hidden)]
+    fn batch<M: Mode<Self>>(
+        tasks: Tasks<Self>,
+    ) -> Result<BatchFuture<M::Item, M::Error>, Tasks<Self>>
+    where
+        Self: Sized,
+    {
+        Err(tasks)
     }
 
     /// Splits a returned value into the success value and the task's own error.

@@ -1,0 +1,252 @@
+//! A collection of cpu tasks (`run_concurrently!(for ...)`) run as one batch.
+//!
+//! Started one by one, each cpu task costs a rayon job and a shared record (two
+//! allocations), a lock and a wake-up. A batch holds every task's body and result
+//! slot in two arrays instead; a few rayon jobs (one per pool thread), and the
+//! rayon thread that waits for the batch if there is one, claim the tasks by index
+//! from a shared counter, in chunks that shrink as the batch empties (large while
+//! many tasks are left, single tasks at the end, so that the threads finish
+//! together). The waiting side is woken once: when the last task is done, or at the
+//! first failure that stops the group.
+//!
+//! What stays as for a single task: each body runs on rayon, in input order of
+//! claims, inside its own panic guard, with [`TaskKind::current`] reporting a cpu
+//! task; a failure in a fail-fast group stops the tasks that have not started and
+//! raises [`is_cancelled`](crate::is_cancelled) for the running ones; dropping the
+//! group does the same. Tasks with options (timeout, retries, limit) keep the one by
+//! one path, which knows how to supervise them.
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use super::TaskKind;
+use crate::cancel::{self, CancelSource};
+use crate::error::TaskError;
+use crate::executor::Helpable;
+
+/// How a finished task is judged for its group (the group mode's `finish`).
+pub(crate) type Finish<T, I, E> =
+    fn(&'static str, Result<T, TaskError>, Vec<TaskError>) -> Result<I, E>;
+
+/// The future of a batch: the items in input order, or the failure that stopped it.
+pub(crate) type BatchFuture<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E>> + Send>>;
+
+/// A slot that only the thread that claimed its index touches (see `Batch`).
+type Claimed<T> = UnsafeCell<Option<T>>;
+
+/// The most tasks a thread claims at once.
+const MAX_CHUNK: usize = 64;
+
+/// Starts the batch of `tasks` (name and body each) on rayon.
+pub(crate) fn start<F, T, I, E>(
+    tasks: impl Iterator<Item = (&'static str, F)>,
+    finish: Finish<T, I, E>,
+) -> BatchFuture<I, E>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+    I: Send + 'static,
+    E: Send + 'static,
+{
+    let bodies: Box<[Claimed<(&'static str, F)>]> =
+        tasks.map(|task| UnsafeCell::new(Some(task))).collect();
+    let count = bodies.len();
+    let threads = rayon::current_num_threads().max(1);
+    let batch = Arc::new(Batch {
+        bodies,
+        results: (0..count).map(|_| UnsafeCell::new(None)).collect(),
+        finish,
+        threads,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        waker: Mutex::new(None),
+    });
+    for _ in 0..threads.min(count) {
+        let batch = Arc::clone(&batch);
+        rayon::spawn(move || {
+            batch.work();
+        });
+    }
+    if count > 0 {
+        // A rayon thread that waits for this group works on the batch too.
+        crate::executor::offer_help(Arc::clone(&batch) as Arc<dyn Helpable>);
+    }
+    Box::pin(Waiting { batch })
+}
+
+struct Batch<F, T, I, E> {
+    /// Each task's name and body, taken by the thread that claims the task.
+    bodies: Box<[Claimed<(&'static str, F)>]>,
+    /// Each task's judged value, written by the thread that ran it.
+    results: Box<[Claimed<I>]>,
+    finish: Finish<T, I, E>,
+    threads: usize,
+    /// The next unclaimed index.
+    next: AtomicUsize,
+    /// How many tasks have run to their end.
+    done: AtomicUsize,
+    /// Raised by a failure that stops the group, or when the group is dropped.
+    stop: AtomicBool,
+    /// The first failure that stopped the group.
+    failure: Mutex<Option<E>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+// SAFETY: `bodies[i]` and `results[i]` are touched by one thread at a time: the
+// thread that claimed index `i` (the counter `next` hands each index out once) takes
+// the body and writes the result, then publishes it with a release increment of
+// `done`; the waiting side reads the results only after an acquire load of `done`
+// that sees every task done. The other fields are atomics and mutexes. The bodies
+// (`F: Send`) and items (`I: Send`) only move between threads, never shared.
+unsafe impl<F: Send, T, I: Send, E: Send> Sync for Batch<F, T, I, E> {}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<F, T, I, E> Batch<F, T, I, E>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+    I: Send + 'static,
+    E: Send + 'static,
+{
+    /// Claims and runs tasks until none is left or the batch is stopped; `true` if
+    /// this thread ran any.
+    fn work(self: &Arc<Self>) -> bool {
+        let source: Arc<dyn CancelSource> = Arc::clone(self) as Arc<dyn CancelSource>;
+        cancel::scope(source, || TaskKind::Cpu.enter(|| self.claim_and_run()))
+    }
+
+    fn claim_and_run(&self) -> bool {
+        let count = self.bodies.len();
+        let mut ran = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let left = count.saturating_sub(self.next.load(Ordering::Relaxed));
+            let chunk = (left / (self.threads * 4)).clamp(1, MAX_CHUNK);
+            let first = self.next.fetch_add(chunk, Ordering::Relaxed);
+            if first >= count {
+                break;
+            }
+            for index in first..(first + chunk).min(count) {
+                if self.stop.load(Ordering::Relaxed) {
+                    break; // the rest of the chunk never starts
+                }
+                self.run(index);
+            }
+            ran = true;
+        }
+        ran
+    }
+
+    /// Runs the task at `index`, which this thread claimed.
+    fn run(&self, index: usize) {
+        // SAFETY: this thread claimed `index` (see the `Sync` impl): no other thread
+        // touches this body.
+        let Some((name, body)) = (unsafe { (*self.bodies[index].get()).take() }) else {
+            return;
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(body))
+            .map_err(|payload| TaskError::panicked(name, payload));
+        match (self.finish)(name, outcome, Vec::new()) {
+            Ok(item) => {
+                // SAFETY: as above, for this task's result slot; it is read only after
+                // the increment of `done` below publishes it.
+                unsafe { *self.results[index].get() = Some(item) };
+                if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.bodies.len() {
+                    self.wake();
+                }
+            }
+            Err(error) => {
+                lock(&self.failure).get_or_insert(error);
+                self.stop.store(true, Ordering::Relaxed);
+                self.wake();
+            }
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+impl<F: Send, T, I: Send, E: Send> CancelSource for Batch<F, T, I, E> {
+    fn is_cancelled(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+impl<F, T, I, E> Helpable for Batch<F, T, I, E>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+    I: Send + 'static,
+    E: Send + 'static,
+{
+    fn run_if_unclaimed(self: Arc<Self>) -> bool {
+        self.work()
+    }
+}
+
+/// The waiting side of a batch. Dropping it stops the batch.
+struct Waiting<F, T, I, E> {
+    batch: Arc<Batch<F, T, I, E>>,
+}
+
+impl<F, T, I, E> Future for Waiting<F, T, I, E>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+    I: Send + 'static,
+    E: Send + 'static,
+{
+    type Output = Result<Vec<I>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let batch = &self.batch;
+        {
+            // Registered before looking, so a task that ends meanwhile wakes us.
+            let mut waker = lock(&batch.waker);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        if let Some(error) = lock(&batch.failure).take() {
+            return Poll::Ready(Err(error));
+        }
+        if batch.done.load(Ordering::Acquire) < batch.bodies.len() {
+            return Poll::Pending;
+        }
+        let items = batch
+            .results
+            .iter()
+            .map(|slot| {
+                // SAFETY: every task is done (the acquire load above saw the release
+                // increment of each), and no thread touches a result slot after that.
+                let item = unsafe { (*slot.get()).take() };
+                item.unwrap_or_else(|| {
+                    unreachable!("a batch's tasks are all done, each gave an item")
+                })
+            })
+            .collect();
+        Poll::Ready(Ok(items))
+    }
+}
+
+impl<F, T, I, E> Drop for Waiting<F, T, I, E> {
+    fn drop(&mut self) {
+        // Tasks not started yet never start; running ones see `is_cancelled()`.
+        self.batch.stop.store(true, Ordering::Relaxed);
+    }
+}
