@@ -30,17 +30,20 @@ fn row(name: &str, (median, min, max): (Duration, Duration, Duration)) {
     println!("{name:<44} median {median:>10.1?}   min {min:>10.1?}   max {max:>10.1?}");
 }
 
+/// Configures a pool of 2 and prints how long the first task takes, in ns (the pool
+/// starts with it).
+fn time_first_task() {
+    process::configure(PoolConfig::default().workers(2)).expect("configure");
+    let started = Instant::now();
+    let value = trivial(1).run();
+    println!("{}", started.elapsed().as_nanos());
+    assert_eq!(value, 2);
+}
+
 fn main() {
     match std::env::var(MODE).as_deref() {
         // One cold start: configure, time the first task (the pool starts here).
-        Ok("cold") => {
-            process::configure(PoolConfig::default().workers(2)).expect("configure");
-            let started = Instant::now();
-            let value = trivial(1).run();
-            println!("{}", started.elapsed().as_nanos());
-            assert_eq!(value, 2);
-            return;
-        }
+        Ok("cold") => return time_first_task(),
         // The same in a program holding 512 MiB: spawning must not copy its memory map.
         Ok("cold-large") => {
             let mut resident = vec![0u8; 512 << 20];
@@ -48,12 +51,7 @@ fn main() {
                 page[0] = 1; // touch every page, so it is really resident
             }
             std::hint::black_box(&resident);
-            process::configure(PoolConfig::default().workers(2)).expect("configure");
-            let started = Instant::now();
-            let value = trivial(1).run();
-            println!("{}", started.elapsed().as_nanos());
-            assert_eq!(value, 2);
-            return;
+            return time_first_task();
         }
         // The baseline's child: do the work and print the result.
         Ok("once") => {

@@ -116,14 +116,15 @@ impl Drop for Flag {
     }
 }
 
-/// A queued cpu task that a waiting thread may run in place.
+/// A queued cpu task (or batch of cpu tasks) that a waiting thread may run in place.
 pub(crate) trait Helpable: Send + Sync {
-    /// Runs the task unless it already started elsewhere; `true` if it ran here.
+    /// Runs the task (a batch: the tasks no thread claimed yet) unless it already
+    /// started elsewhere; `true` if anything ran here.
     fn run_if_unclaimed(self: Arc<Self>) -> bool;
 }
 
-/// Offers a just-started cpu task to the rayon worker that waits for its group, if
-/// the task was started by such a worker. Like `rayon::join`, the waiting thread then
+/// Offers a just-started cpu task or batch to the rayon worker that waits for its
+/// group, if it was started by such a worker. Like `rayon::join`, the waiting thread then
 /// runs its own group's tasks rather than sleeping; unlike `rayon::yield_now`, it
 /// never runs unrelated jobs, so nested waits cannot pile up on its stack.
 pub(crate) fn offer_help(job: Arc<dyn Helpable>) {

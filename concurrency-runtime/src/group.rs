@@ -168,17 +168,8 @@ where
     #[inline]
     pub fn poll_child(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         let (item, outcome) = match self.as_mut().project() {
-            ChildProj::Running {
-                mut running,
-                finish,
-            } => match running.as_mut().poll(cx) {
-                Poll::Ready(result) => {
-                    let name = running.task_name();
-                    match finish(name, result, running.take_attempts()) {
-                        Ok(item) => (Some(item), Ok(())),
-                        Err(error) => (None, Err(error)),
-                    }
-                }
+            ChildProj::Running { running, finish } => match judge_when_done(running, cx, *finish) {
+                Poll::Ready(judged) => judged,
                 Poll::Pending => return Poll::Pending,
             },
             ChildProj::Done { .. } => return Poll::Ready(Ok(())),
@@ -287,20 +278,33 @@ fn poll_slot<K: Task, M: Mode<K>>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), M::Error>> {
     let (item, outcome) = match slot.as_mut().project() {
-        SlotProj::Running { mut running } => match running.as_mut().poll(cx) {
-            Poll::Ready(result) => {
-                let name = running.task_name();
-                match M::finish(name, result, running.take_attempts()) {
-                    Ok(item) => (Some(item), Ok(())),
-                    Err(error) => (None, Err(error)),
-                }
-            }
+        SlotProj::Running { running } => match judge_when_done(running, cx, M::finish) {
+            Poll::Ready(judged) => judged,
             Poll::Pending => return Poll::Pending,
         },
         SlotProj::Done { .. } => return Poll::Ready(Ok(())),
     };
     slot.set(Slot::Done { item });
     Poll::Ready(outcome)
+}
+
+/// Polls a running task; once it is done, judges its outcome for the group: the
+/// item to keep (if any) and whether the group goes on.
+#[inline]
+fn judge_when_done<R, O, I, E>(
+    mut running: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    finish: Finish<O, I, E>,
+) -> Poll<(Option<I>, Result<(), E>)>
+where
+    R: Future<Output = Result<O, TaskError>> + Attempted,
+{
+    let result = std::task::ready!(running.as_mut().poll(cx));
+    let name = running.task_name();
+    Poll::Ready(match finish(name, result, running.take_attempts()) {
+        Ok(item) => (Some(item), Ok(())),
+        Err(error) => (None, Err(error)),
+    })
 }
 
 /// A collection's tasks, gathered in chunks so that starting them frees their

@@ -24,8 +24,9 @@ use crate::executor::{AbortOnDrop, runtime};
 /// polled on that thread inside the embedded runtime's context, like
 /// `Runtime::block_on`. It is spawned as its own tokio task in the collection form
 /// (`run_concurrently!(for ...)`, like a `JoinSet`) and when a synchronous caller is a
-/// rayon worker or sits inside a tokio context. Either way it is polled inside a
-/// tokio runtime context.
+/// rayon worker or sits inside a tokio context; a spawned task is the body alone
+/// (tokio catches its panic, and the join handle reports it under the task's name).
+/// Either way it is polled inside a tokio runtime context.
 ///
 /// The body alone: `.run_inline()` returns the future without the guard, to
 /// `.await` in a unit test:
