@@ -73,17 +73,39 @@ where
     // runtime blocked by this very wait, or a worker) tokio may defer their wake-ups
     // to the scheduler this wait blocks. There they are spawned on the embedded
     // runtime instead.
-    let in_tokio = ENTERED_EMBEDDED.get() || Handle::try_current().is_ok();
+    let entered = ENTERED_EMBEDDED.get();
+    // Looked up once (it clones the handle): both questions below need it.
+    let flavor = if entered {
+        None
+    } else {
+        Handle::try_current()
+            .ok()
+            .map(|handle| handle.runtime_flavor())
+    };
+    let in_tokio = entered || flavor.is_some();
     let spawn_async = any_async && (on_rayon || in_tokio);
-    blocking_section(|| {
+    let wait = || {
         let _spawn = spawn_async.then(|| Flag::set(&SPAWN_ASYNC));
         let _context =
             (any_async && !spawn_async).then(|| (runtime().enter(), Flag::set(&ENTERED_EMBEDDED)));
         park_on(group, on_rayon && any_cpu)
-    })
+    };
+    // As `blocking_section`, with the lookup above.
+    if flavor == Some(RuntimeFlavor::MultiThread) {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    }
 }
 
 thread_local! {
+    /// How many `park_on` waits are in progress on this thread.
+    static WAIT_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// This thread's waker target for `park_on`.
+    static UNPARKER: Arc<Unparker> = Arc::new(Unparker {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
     /// Set while this thread polls a group inside the embedded runtime's context that
     /// it entered itself: the thread is then no worker of that runtime, whatever
     /// `Handle::try_current` says, and must not call `block_in_place`.
@@ -94,6 +116,12 @@ thread_local! {
     /// The cpu tasks started by the group a rayon worker is waiting for, which it may
     /// run itself (see `offer_help`).
     static HELP_SCOPE: RefCell<Option<Vec<Arc<dyn Helpable>>>> = const { RefCell::new(None) };
+}
+
+/// Whether this thread polls a group inside the embedded runtime's context that it
+/// entered itself (a synchronous caller's wait).
+pub(crate) fn entered_embedded() -> bool {
+    ENTERED_EMBEDDED.get()
 }
 
 /// Whether async tasks started now must be spawned on the embedded runtime.
@@ -187,6 +215,23 @@ impl Wake for Unparker {
     }
 }
 
+/// Ends one wait of `park_on`. A nested wait may have taken a wake-up meant for the
+/// wait around it: it leaves one behind, so the enclosing wait polls again rather
+/// than sleeps.
+struct Nested<'a> {
+    unparker: &'a Unparker,
+    depth: usize,
+}
+
+impl Drop for Nested<'_> {
+    fn drop(&mut self) {
+        WAIT_DEPTH.set(self.depth);
+        if self.depth > 0 {
+            self.unparker.woken.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Polls `future` on this thread until it completes, parking in between. With
 /// `help`, the thread first runs the cpu tasks its group started that no other
 /// rayon thread has picked up yet (so a pool whose every thread waits on a nested
@@ -195,10 +240,17 @@ fn park_on<F: Future>(future: F, help: bool) -> F::Output {
     // Outside tokio's cooperative budget: inside another runtime's context an
     // exhausted budget would defer our wake-up to the scheduler this wait blocks.
     let mut future = pin!(tokio::task::unconstrained(future));
-    let unparker = Arc::new(Unparker {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
+    // One per thread, reused by every wait on it, nested waits included (a task run
+    // here that waits for its own group).
+    let unparker = UNPARKER.with(Arc::clone);
+    let depth = WAIT_DEPTH.replace(WAIT_DEPTH.get() + 1);
+    let _nested = Nested {
+        unparker: &unparker,
+        depth,
+    };
+    if depth == 0 {
+        unparker.woken.store(false, Ordering::Relaxed); // stale wake-ups of earlier waits
+    }
     let waker = Waker::from(Arc::clone(&unparker));
     let mut cx = Context::from_waker(&waker);
     let scope = help.then(HelpScope::open);

@@ -170,7 +170,9 @@ where
 /// common case) that is a thread-local read; otherwise `Handle::try_current` clones
 /// the handle, so a group looks once for all its tasks (see `Starter`).
 pub(crate) fn in_tokio_context() -> bool {
-    tokio::task::try_id().is_some() || Handle::try_current().is_ok()
+    crate::executor::entered_embedded()
+        || tokio::task::try_id().is_some()
+        || Handle::try_current().is_ok()
 }
 
 /// Spawns an async task as its own tokio task, on the caller's runtime, or on the
