@@ -128,7 +128,35 @@ fn async_three(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hand-written, from async code: the closure as a rayon job, its result back on a
+/// oneshot channel (what a tokio user writes to keep cpu work off the reactor).
+async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = sender.send(f());
+    });
+    receiver.await.expect("rayon")
+}
+
 fn cpu_three(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("cpu3_async_caller");
+    group.bench_function("run_concurrently", |b| {
+        b.to_async(&runtime).iter(|| async {
+            run_concurrently!(async; cpu_task(1), cpu_task(2), cpu_task(3)).await
+        })
+    });
+    group.bench_function("rayon_oneshot", |b| {
+        b.to_async(&runtime).iter(|| async {
+            tokio::join!(
+                on_rayon(|| cpu_body(1)),
+                on_rayon(|| cpu_body(2)),
+                on_rayon(|| cpu_body(3))
+            )
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("cpu3_sync_caller");
     group.bench_function("run_concurrently", |b| {
         b.iter(|| run_concurrently!(cpu_task(1), cpu_task(2), cpu_task(3)))
@@ -221,6 +249,20 @@ fn cpu_fan_out(c: &mut Criterion) {
         b.iter(|| run_concurrently!(for (0..N).map(tiny_task)))
     });
     group.bench_function("rayon_scope", |b| b.iter(|| rayon_scope_all(N)));
+    group.finish();
+
+    let runtime = runtime();
+    let mut group = c.benchmark_group("cpu10k_async_caller");
+    group.sample_size(20);
+    group.bench_function("run_concurrently", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { run_concurrently!(async; for (0..N).map(tiny_task)).await })
+    });
+    // One rayon job that runs the `rayon::scope` fan-out, awaited on a oneshot.
+    group.bench_function("rayon_scope_oneshot", |b| {
+        b.to_async(&runtime)
+            .iter(|| on_rayon(|| rayon_scope_all(N)))
+    });
     group.finish();
 }
 
