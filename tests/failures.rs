@@ -838,3 +838,30 @@ fn dropping_an_async_cpu_collection_cancels_its_tasks() {
         "{count} tasks started"
     );
 }
+
+#[cpu_task]
+fn first_waits_for_the_rest(index: u32, others_done: Arc<AtomicU32>, others: u32) -> u32 {
+    if index == 0 {
+        wait_until("every other task ended", WATCHDOG, || {
+            others_done.load(Ordering::SeqCst) == others
+        });
+    } else {
+        others_done.fetch_add(1, Ordering::SeqCst);
+    }
+    index
+}
+
+#[test]
+fn a_slow_cpu_task_does_not_hold_back_the_tasks_after_it() {
+    // The first task of a collection waits until all the others ended: that only
+    // works if no thread keeps tasks it has not started behind a running one.
+    let _pool = support::whole_rayon_pool();
+    if rayon::current_num_threads() < 2 {
+        return; // one rayon thread runs one task at a time: nothing to show
+    }
+    let done = Arc::new(AtomicU32::new(0));
+    let values = watchdog(
+        move || run_concurrently!(for (0..1000).map(|i| first_waits_for_the_rest(i, Arc::clone(&done), 999))),
+    );
+    assert_eq!(values, (0..1000).collect::<Vec<u32>>());
+}

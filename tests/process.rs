@@ -228,3 +228,23 @@ fn synchronous_runs_borrowing_workers_mix_with_queued_groups() {
     assert_eq!(pids.len(), 300 + 400);
     assert!(process::worker_pids().len() <= 2);
 }
+
+#[cpu_task(process)]
+fn start_this_program_again() -> (Option<i32>, bool) {
+    // `--list` makes the test harness (this binary's `main`) list its tests.
+    let output = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--list")
+        .output()
+        .expect("run");
+    (output.status.code(), !output.stdout.is_empty())
+}
+
+#[test]
+fn a_program_a_process_task_starts_runs_its_main() {
+    // The worker's marker must not leak into the programs its tasks start: a copy of
+    // this program started from a task is a normal program, not a worker.
+    pool_of_two();
+    let (code, printed) = watchdog(|| start_this_program_again().run());
+    assert_eq!(code, Some(0));
+    assert!(printed, "the started program's main printed nothing");
+}

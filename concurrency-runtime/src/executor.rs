@@ -242,7 +242,14 @@ fn park_on<F: Future>(future: F, help: bool) -> F::Output {
     let mut future = pin!(tokio::task::unconstrained(future));
     // One per thread, reused by every wait on it, nested waits included (a task run
     // here that waits for its own group).
-    let unparker = UNPARKER.with(Arc::clone);
+    // (A wait during thread-local teardown, e.g. in another thread-local's `Drop`,
+    // gets one of its own.)
+    let unparker = UNPARKER.try_with(Arc::clone).unwrap_or_else(|_| {
+        Arc::new(Unparker {
+            thread: thread::current(),
+            woken: AtomicBool::new(false),
+        })
+    });
     let depth = WAIT_DEPTH.replace(WAIT_DEPTH.get() + 1);
     let _nested = Nested {
         unparker: &unparker,

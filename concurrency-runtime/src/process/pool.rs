@@ -438,8 +438,18 @@ impl Worker {
         // Close this process's copy of the child's end (the command holds it), so that
         // the worker's death shows here as end-of-file.
         drop(command);
-        let child = child?;
-        let reader = BufReader::with_capacity(64 * 1024, parent_end.try_clone()?);
+        let mut child = child?;
+        let read_half = match parent_end.try_clone() {
+            Ok(read_half) => read_half,
+            Err(error) => {
+                // Not left behind as a zombie: the worker exits on its closed channel.
+                drop(parent_end);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error);
+            }
+        };
+        let reader = BufReader::with_capacity(64 * 1024, read_half);
         Ok(Worker {
             child,
             reader,

@@ -37,8 +37,32 @@ pub(crate) static WORKER_HOOK: extern "C" fn() = worker_hook;
 
 extern "C" fn worker_hook() {
     if let Some(marker) = std::env::var_os(ENV_FD) {
-        std::process::exit(run_worker(&marker.to_string_lossy()));
+        let settings = Settings {
+            marker: marker.to_string_lossy().into_owned(),
+            parent: std::env::var(ENV_PARENT)
+                .ok()
+                .and_then(|pid| pid.parse().ok()),
+            max_frame: std::env::var(ENV_MAX_FRAME)
+                .ok()
+                .and_then(|max| max.parse().ok())
+                .unwrap_or(u64::MAX),
+        };
+        // Programs a task starts (a copy of this one included) must not take
+        // themselves for workers.
+        for variable in [ENV_FD, ENV_PARENT, ENV_MAX_FRAME] {
+            // SAFETY: `.init_array` entries run before `main`, on the only thread of
+            // the process, so nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(variable) };
+        }
+        std::process::exit(run_worker(&settings));
     }
+}
+
+/// What the parent told a worker through its environment.
+struct Settings {
+    marker: String,
+    parent: Option<u32>,
+    max_frame: u64,
 }
 
 fn fail(message: std::fmt::Arguments<'_>) -> i32 {
@@ -46,7 +70,8 @@ fn fail(message: std::fmt::Arguments<'_>) -> i32 {
     2
 }
 
-fn run_worker(marker: &str) -> i32 {
+fn run_worker(settings: &Settings) -> i32 {
+    let marker = &settings.marker;
     let Ok(fd) = marker.parse::<RawFd>() else {
         return fail(format_args!("{ENV_FD}={marker:?} is not a file descriptor"));
     };
@@ -70,20 +95,14 @@ fn run_worker(marker: &str) -> i32 {
         ));
     }
     // Checked after `prctl`: a parent that died before then is caught here.
-    let parent = std::env::var(ENV_PARENT)
-        .ok()
-        .and_then(|pid| pid.parse::<u32>().ok());
     // SAFETY: getppid has no preconditions.
     let actual_parent = unsafe { libc::getppid() } as u32;
-    if parent != Some(actual_parent) {
+    if settings.parent != Some(actual_parent) {
         // The parent exited while this worker started (or this is not its child):
         // nobody is left to serve, and nobody to tell.
         return 2;
     }
-    let max_frame = std::env::var(ENV_MAX_FRAME)
-        .ok()
-        .and_then(|max| max.parse().ok())
-        .unwrap_or(u64::MAX);
+    let max_frame = settings.max_frame;
     let Ok(write_half) = channel.try_clone() else {
         return fail(format_args!("could not duplicate the channel"));
     };

@@ -115,6 +115,12 @@ where
     #[inline]
     fn start(self, start: Start) -> Self::Running {
         let name = self.name;
+        // What the group knew about the tokio context holds for its first poll; each
+        // attempt of a task with options (a retry, polled later) looks again.
+        let start = match start {
+            Start::InContext if !self.policy.is_plain() => Start::Inline,
+            start => start,
+        };
         // The permit of a `limit` is held while the future runs, then dropped.
         policy::start(
             name,

@@ -3,11 +3,11 @@
 //! Started one by one, each cpu task costs a rayon job and a shared record (two
 //! allocations), a lock and a wake-up. A batch holds every task's body and result
 //! slot in two arrays instead; a few rayon jobs (one per pool thread), and the
-//! rayon thread that waits for the batch if there is one, claim the tasks by index
-//! from a shared counter, in chunks that shrink as the batch empties (large while
-//! many tasks are left, single tasks at the end, so that the threads finish
-//! together). The waiting side is woken once: when the last task is done, or at the
-//! first failure that stops the group.
+//! rayon thread that waits for the batch if there is one, claim the tasks one by one
+//! by index from a shared counter (one at a time, so that an idle thread can always
+//! take the next task: a thread never holds tasks it has not started). The waiting
+//! side is woken once: when the last task is done, or at the first failure that
+//! stops the group.
 //!
 //! What stays as for a single task: each body runs on rayon, in input order of
 //! claims, inside its own panic guard, with [`TaskKind::current`] reporting a cpu
@@ -39,9 +39,6 @@ pub(crate) type BatchFuture<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E
 /// A slot that only the thread that claimed its index touches (see `Batch`).
 type Claimed<T> = UnsafeCell<Option<T>>;
 
-/// The most tasks a thread claims at once.
-const MAX_CHUNK: usize = 64;
-
 /// Starts the batch of `tasks` (name and body each) on rayon.
 pub(crate) fn start<F, T, I, E>(
     tasks: impl Iterator<Item = (&'static str, F)>,
@@ -61,7 +58,6 @@ where
         bodies,
         results: (0..count).map(|_| UnsafeCell::new(None)).collect(),
         finish,
-        threads,
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
@@ -87,10 +83,10 @@ struct Batch<F, T, I, E> {
     /// Each task's judged value, written by the thread that ran it.
     results: Box<[Claimed<I>]>,
     finish: Finish<T, I, E>,
-    threads: usize,
     /// The next unclaimed index.
     next: AtomicUsize,
-    /// How many tasks have run to their end.
+    /// How many tasks have run to their end (each thread adds its own when it stops
+    /// claiming).
     done: AtomicUsize,
     /// Raised by a failure that stops the group, or when the group is dropped.
     stop: AtomicBool,
@@ -101,9 +97,9 @@ struct Batch<F, T, I, E> {
 
 // SAFETY: `bodies[i]` and `results[i]` are touched by one thread at a time: the
 // thread that claimed index `i` (the counter `next` hands each index out once) takes
-// the body and writes the result, then publishes it with a release increment of
-// `done`; the waiting side reads the results only after an acquire load of `done`
-// that sees every task done. The other fields are atomics and mutexes. The bodies
+// the body and writes the result, then, when it stops claiming, publishes its
+// results with one release increment of `done`; the waiting side reads the results
+// only after an acquire load of `done` that sees every task done. The other fields are atomics and mutexes. The bodies
 // (`F: Send`) and items (`I: Send`) only move between threads, never shared.
 unsafe impl<F: Send, T, I: Send, E: Send> Sync for Batch<F, T, I, E> {}
 
@@ -130,52 +126,58 @@ where
     fn claim_and_run(&self) -> bool {
         let count = self.bodies.len();
         let mut ran = false;
+        // One task per claim: a claimed task that has not started could not be taken
+        // by an idle thread, so claiming several would let one slow task hold back
+        // the ones behind it (or a task that waits for a later sibling, forever).
+        let mut finished = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            let left = count.saturating_sub(self.next.load(Ordering::Relaxed));
-            let chunk = (left / (self.threads * 4)).clamp(1, MAX_CHUNK);
-            let first = self.next.fetch_add(chunk, Ordering::Relaxed);
-            if first >= count {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            if index >= count {
                 break;
             }
-            for index in first..(first + chunk).min(count) {
-                if self.stop.load(Ordering::Relaxed) {
-                    break; // the rest of the chunk never starts
-                }
-                self.run(index);
-            }
+            finished += usize::from(self.run(index));
             ran = true;
+        }
+        // Published once per thread rather than per task (a counter every thread
+        // bumps per task would bounce between the cores): the results this thread
+        // wrote become visible with this release.
+        if finished > 0 && self.done.fetch_add(finished, Ordering::AcqRel) + finished == count {
+            self.wake();
         }
         ran
     }
 
-    /// Runs the task at `index`, which this thread claimed.
-    fn run(&self, index: usize) {
+    /// Runs the task at `index`, which this thread claimed; `true` if it gave an
+    /// item (written to its slot, to be published by the caller).
+    fn run(&self, index: usize) -> bool {
         // SAFETY: this thread claimed `index` (see the `Sync` impl): no other thread
         // touches this body.
         let Some((name, body)) = (unsafe { (*self.bodies[index].get()).take() }) else {
-            return;
+            return false;
         };
         let outcome = catch_unwind(AssertUnwindSafe(body))
             .map_err(|payload| TaskError::panicked(name, payload));
         match (self.finish)(name, outcome, Vec::new()) {
             Ok(item) => {
                 // SAFETY: as above, for this task's result slot; it is read only after
-                // the increment of `done` below publishes it.
+                // the increment of `done` that publishes it (`claim_and_run`).
                 unsafe { *self.results[index].get() = Some(item) };
-                if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.bodies.len() {
-                    self.wake();
-                }
+                true
             }
             Err(error) => {
                 lock(&self.failure).get_or_insert(error);
                 self.stop.store(true, Ordering::Relaxed);
                 self.wake();
+                false
             }
         }
     }
 
     fn wake(&self) {
-        if let Some(waker) = lock(&self.waker).take() {
+        // Taken out first: waking with the lock held would deadlock an executor that
+        // polls right away.
+        let waker = lock(&self.waker).take();
+        if let Some(waker) = waker {
             waker.wake();
         }
     }
