@@ -95,6 +95,38 @@ fn main() {
         median_min_max(in_flight),
     );
 
+    // The same from async code: awaited inside a task of a multi-threaded runtime.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (sequential, in_flight) = runtime.block_on(async {
+        tokio::spawn(async {
+            let mut sequential = Vec::with_capacity(5_000);
+            for n in 0..5_000 {
+                let started = Instant::now();
+                let value = trivial(n).await;
+                sequential.push(started.elapsed());
+                assert_eq!(value, n + 1);
+            }
+            let mut in_flight = Vec::with_capacity(30);
+            for _ in 0..30 {
+                let started = Instant::now();
+                let values = run_concurrently!(async; for (0..1_000).map(trivial)).await;
+                in_flight.push(started.elapsed() / 1_000);
+                assert_eq!(values.len(), 1_000);
+            }
+            (sequential, in_flight)
+        })
+        .await
+        .expect("async caller")
+    });
+    row(
+        "async caller: sequential round trip",
+        median_min_max(sequential),
+    );
+    row(
+        "async caller: 1,000 in flight (per task)",
+        median_min_max(in_flight),
+    );
+
     let exe = std::env::current_exe().expect("exe");
     let cold = |mode: &str, runs: usize| -> Vec<Duration> {
         (0..runs)
