@@ -97,6 +97,38 @@ fn main() {
         });
         report("10,000 async tasks, async caller", "JoinSet", async10k);
 
+        // 3 async tasks, polled in one `block_on` by both sides.
+        let async3 = runtime.block_on(async {
+            let mut times = (Vec::new(), Vec::new());
+            for _ in 0..200 {
+                let started = Instant::now();
+                for _ in 0..1_000 {
+                    black_box(run_concurrently!(async; io_task(1), io_task(2), io_task(3)).await);
+                }
+                times.0.push(started.elapsed() / 1_000);
+                let started = Instant::now();
+                for _ in 0..1_000 {
+                    black_box(tokio::join!(io_body(1), io_body(2), io_body(3)));
+                }
+                times.1.push(started.elapsed() / 1_000);
+            }
+            (median(times.0), median(times.1))
+        });
+        report("3 async tasks, async caller", "tokio::join!", async3);
+
+        let sync3 = alternate(
+            20_000,
+            || {
+                black_box(run_concurrently!(io_task(1), io_task(2), io_task(3)));
+            },
+            || {
+                black_box(
+                    handle.block_on(async { tokio::join!(io_body(1), io_body(2), io_body(3)) }),
+                );
+            },
+        );
+        report("3 async tasks, sync caller", "block_on(join!)", sync3);
+
         let blocking = alternate(
             30,
             || {

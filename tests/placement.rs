@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Barrier};
 
@@ -142,6 +143,59 @@ fn placement_holds_inside_a_mixed_group_and_under_a_user_runtime() {
     assert!(a.tokio_context && a.kind == Some(TaskKind::AsyncIo));
     assert!(!b.async_worker && b.rayon_index.is_none());
     assert!(c.rayon_index.is_some() && !c.tokio_context);
+}
+
+/// A minimal executor that is not tokio: polls `future` on this thread, parking
+/// until woken.
+fn block_on_plain_thread<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[io_task]
+async fn sleep_then_probe() -> Seen {
+    // Needs a tokio timer: panics outside a runtime's context.
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    async_probe().await
+}
+
+#[test]
+fn an_async_group_polled_by_another_executor_runs_its_tasks_inside_tokio() {
+    // The group's async tasks are polled in place, by the executor that polls the
+    // group (here not tokio): each poll enters the embedded runtime's context, so
+    // tokio's timers work, and the tasks report themselves as async tasks.
+    let (a, b, c) = watchdog(|| {
+        block_on_plain_thread(
+            run_concurrently!(async; sleep_then_probe(), async_probe(), cpu_probe()),
+        )
+    });
+    for seen in [&a, &b] {
+        assert!(seen.tokio_context && seen.rayon_index.is_none(), "{seen:?}");
+        assert_eq!(seen.kind, Some(TaskKind::AsyncIo));
+    }
+    assert!(
+        c.rayon_index.is_some() && c.kind == Some(TaskKind::Cpu),
+        "{c:?}"
+    );
+    // Awaited alone, likewise.
+    let alone = watchdog(|| block_on_plain_thread(sleep_then_probe().into_future()));
+    assert!(
+        alone.tokio_context && alone.kind == Some(TaskKind::AsyncIo),
+        "{alone:?}"
+    );
 }
 
 #[io_task]

@@ -257,9 +257,8 @@ impl Checked {
         // (fail-fast modes): the other tasks are then dropped, which cancels them.
         let run_group = quote! {
             let #starter = #private::Starter::here();
-            #(let mut #children = ::core::pin::pin!(
-                #private::Child::start::<_, #marker>(#tasks, &#starter)
-            );)*
+            #(let mut #children = ::core::pin::pin!(#private::Child::<_, #marker>::new(#tasks));)*
+            #(#children.as_mut().start(&#starter);)*
             let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
                 let mut #ready = true;
                 #(

@@ -106,7 +106,7 @@ impl Starter {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn start(&self, kind: TaskKind) -> Start {
         if !kind.is_async() {
             Start::Inline
@@ -130,62 +130,131 @@ impl Starter {
     }
 }
 
-/// Judges a finished task for a group's mode (see [`Mode::finish`]).
-type Finish<O, I, E> = fn(&'static str, Result<O, TaskError>, Vec<TaskError>) -> Result<I, E>;
+/// One task of a group and, once it finished, its judged outcome until taken. A
+/// finished task stays where it is until the group ends (dropping it is left to
+/// the group: a finished task holds nothing but its handle).
+#[doc(hidden)]
+pub struct Child<K: Task, M: Mode<K>> {
+    // Structurally pinned, except for a task not started yet (see `start`).
+    state: ChildState<K>,
+    // `Some` once the task finished and its outcome is kept (an outcome that stops
+    // the group is returned, and the group polls no more).
+    item: Option<M::Item>,
+}
 
-pin_project_lite::pin_project! {
-    /// One task of a group: running, then holding its judged outcome until taken.
-    /// (Generic over plain types rather than the task type, so that a call that is
-    /// not a task is reported once, at `start`.)
-    #[doc(hidden)]
-    #[project = ChildProj]
-    pub enum Child<R, O, I, E> {
-        Running { #[pin] running: R, finish: Finish<O, I, E> },
-        Done { item: Option<I> },
+impl<K: Task, M: Mode<K>> std::fmt::Debug for Child<K, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            ChildState::Task { task, .. } => task.name(),
+            ChildState::Running { running } => running.task_name(),
+            ChildState::Starting => "",
+        };
+        f.debug_struct("Child")
+            .field("task", &state)
+            .field("finished", &self.item.is_some())
+            .finish()
     }
 }
 
-impl<R, O, I, E> Child<R, O, I, E>
-where
-    R: Future<Output = Result<O, TaskError>> + Attempted,
-{
-    /// Starts `task` (thread, cpu and process tasks begin at once; an async task at
-    /// its first poll, which follows immediately) for a group of mode `M`.
-    #[inline]
-    pub fn start<K, M>(task: K, starter: &Starter) -> Self
-    where
-        K: Task<Running = R, Output = O>,
-        M: Mode<K, Item = I, Error = E>,
-    {
-        Child::Running {
-            running: task.start(starter.start(K::KIND)),
-            finish: M::finish,
+/// How a group's task runs.
+enum ChildState<K: Task> {
+    /// The task value: not started yet (`in_place` is `None`), or polled in place
+    /// (see `Task::in_place`), with how it was started.
+    Task { task: K, in_place: Option<Start> },
+    /// A started task.
+    Running { running: K::Running },
+    /// Briefly, while the task value moves out to be started.
+    Starting,
+}
+
+impl<K: Task, M: Mode<K>> Child<K, M> {
+    /// A group's task, not started yet.
+    #[inline(always)]
+    pub fn new(task: K) -> Self {
+        Child {
+            state: ChildState::Task {
+                task,
+                in_place: None,
+            },
+            item: None,
         }
     }
 
-    /// Polls the task if it is still running: `Ready(Ok(()))` once it has finished
-    /// and its outcome is kept, `Ready(Err(_))` if its outcome stops the group.
-    #[inline]
-    pub fn poll_child(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        let (item, outcome) = match self.as_mut().project() {
-            ChildProj::Running { running, finish } => match judge_when_done(running, cx, *finish) {
-                Poll::Ready(judged) => judged,
-                Poll::Pending => return Poll::Pending,
-            },
-            ChildProj::Done { .. } => return Poll::Ready(Ok(())),
+    /// Starts the task: a thread, cpu or process task begins at once; an async task
+    /// is polled in place from the group's next poll on, or spawned.
+    #[inline(always)]
+    pub fn start(self: Pin<&mut Self>, starter: &Starter) {
+        // SAFETY: the state is moved only here, while it holds a task that was never
+        // polled (`in_place` is `None`: no pinned reference to it was ever made, so
+        // nothing can rely on its address); `poll_child` pins the task only once
+        // `in_place` is set, and a running task only in `Running`, which is never moved
+        // out. Nothing else is moved out of the pinned child.
+        let this = unsafe { self.get_unchecked_mut() };
+        let ChildState::Task {
+            task,
+            in_place: in_place @ None,
+        } = &mut this.state
+        else {
+            return; // started already
         };
-        self.set(Child::Done { item });
-        Poll::Ready(outcome)
+        let start = starter.start(K::KIND);
+        if task.in_place(start) {
+            *in_place = Some(start);
+            return;
+        }
+        if let ChildState::Task { task, .. } =
+            std::mem::replace(&mut this.state, ChildState::Starting)
+        {
+            this.state = ChildState::Running {
+                running: task.start(start),
+            };
+        }
+    }
+
+    /// Polls the started task if it is still running: `Ready(Ok(()))` once it has
+    /// finished and its outcome is kept, `Ready(Err(_))` if its outcome stops the
+    /// group.
+    #[inline(always)]
+    pub fn poll_child(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M::Error>> {
+        // SAFETY: nothing is moved out of the child here; the task and the running
+        // task are only ever used pinned (see `start`).
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.item.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let finished = match &mut this.state {
+            ChildState::Task {
+                task,
+                in_place: Some(start),
+            } => {
+                let name = task.name();
+                // SAFETY: a task polled in place stays in this pinned child until the
+                // child is dropped (`start` moves only a task with `in_place` unset).
+                let task = unsafe { Pin::new_unchecked(task) };
+                let result = std::task::ready!(K::poll_in_place(task, cx, *start));
+                M::finish(name, result, Vec::new())
+            }
+            ChildState::Running { running } => {
+                // SAFETY: a running task is never moved out of the child.
+                let mut running = unsafe { Pin::new_unchecked(running) };
+                let result = std::task::ready!(running.as_mut().poll(cx));
+                M::finish(running.task_name(), result, running.take_attempts())
+            }
+            ChildState::Task { in_place: None, .. } | ChildState::Starting => {
+                unreachable!("a group polls its tasks only after starting them")
+            }
+        };
+        Poll::Ready(finished.map(|item| this.item = Some(item)))
     }
 
     /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
-    #[inline]
-    pub fn take(self: Pin<&mut Self>) -> I {
-        match self.project() {
-            ChildProj::Done { item } => item.take(),
-            ChildProj::Running { .. } => None,
-        }
-        .unwrap_or_else(|| unreachable!("a group's outcome is taken only once, after it finished"))
+    #[inline(always)]
+    pub fn take(self: Pin<&mut Self>) -> M::Item {
+        // SAFETY: only the outcome, which is never pinned, is moved out.
+        let this = unsafe { self.get_unchecked_mut() };
+        this.item.take().unwrap_or_else(|| {
+            unreachable!("a group's outcome is taken only once, after it finished")
+        })
     }
 }
 
@@ -278,7 +347,7 @@ fn poll_slot<K: Task, M: Mode<K>>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), M::Error>> {
     let (item, outcome) = match slot.as_mut().project() {
-        SlotProj::Running { running } => match judge_when_done(running, cx, M::finish) {
+        SlotProj::Running { running } => match judge_when_done::<K, M, _>(running, cx) {
             Poll::Ready(judged) => judged,
             Poll::Pending => return Poll::Pending,
         },
@@ -291,20 +360,28 @@ fn poll_slot<K: Task, M: Mode<K>>(
 /// Polls a running task; once it is done, judges its outcome for the group: the
 /// item to keep (if any) and whether the group goes on.
 #[inline]
-fn judge_when_done<R, O, I, E>(
+fn judge_when_done<K: Task, M: Mode<K>, R>(
     mut running: Pin<&mut R>,
     cx: &mut Context<'_>,
-    finish: Finish<O, I, E>,
-) -> Poll<(Option<I>, Result<(), E>)>
+) -> Poll<Judged<M::Item, M::Error>>
 where
-    R: Future<Output = Result<O, TaskError>> + Attempted,
+    R: Future<Output = Result<K::Output, TaskError>> + Attempted,
 {
     let result = std::task::ready!(running.as_mut().poll(cx));
     let name = running.task_name();
-    Poll::Ready(match finish(name, result, running.take_attempts()) {
+    Poll::Ready(judged(M::finish(name, result, running.take_attempts())))
+}
+
+/// A judged outcome: the item to keep (if any) and whether the group goes on.
+type Judged<I, E> = (Option<I>, Result<(), E>);
+
+/// A judged outcome as the item to keep (if any) and whether the group goes on.
+#[inline]
+fn judged<I, E>(finished: Result<I, E>) -> Judged<I, E> {
+    match finished {
         Ok(item) => (Some(item), Ok(())),
         Err(error) => (None, Err(error)),
-    })
+    }
 }
 
 /// A collection's tasks, gathered in chunks so that starting them frees their

@@ -15,10 +15,12 @@ pub use {linkme, serde};
 
 use crate::task::TaskKind;
 
-/// Identity, so that a call that does not return a task is reported under that call.
+/// Identity, so that a call that does not return a task is reported under that call,
+/// and only there: for a value that is not a task, the result's type is unknown to
+/// the compiler, which then reports nothing more about it.
 #[inline(always)]
-pub fn as_task<T: Task>(task: T) -> T {
-    task
+pub fn as_task<T: Task>(task: T) -> T::Itself {
+    task.itself()
 }
 
 /// Collects the collection form's tasks; a non-task item is reported here.

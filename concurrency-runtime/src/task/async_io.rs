@@ -16,43 +16,47 @@ use super::{
 use crate::error::{BoxError, TaskError};
 use crate::executor::{AbortOnDrop, runtime};
 
-/// An async I/O task: returned by calling an `#[io_task] async fn`.
-///
-/// Awaited, or in `run_concurrently!(async; ...)`, the future is polled as part of
-/// the caller's tokio task, exactly like `tokio::join!` does, with each poll guarded
-/// so a panic fails only this task. From synchronous code on a plain thread it is
-/// polled on that thread inside the embedded runtime's context, like
-/// `Runtime::block_on`. It is spawned as its own tokio task in the collection form
-/// (`run_concurrently!(for ...)`, like a `JoinSet`) and when a synchronous caller is a
-/// rayon worker or sits inside a tokio context; a spawned task is the body alone
-/// (tokio catches its panic, and the join handle reports it under the task's name).
-/// Either way it is polled inside a tokio runtime context.
-///
-/// The body alone: `.run_inline()` returns the future without the guard, to
-/// `.await` in a unit test:
-///
-/// ```
-/// use concurrency_runtime::io_task;
-///
-/// #[io_task]
-/// async fn greet(name: String) -> String {
-///     tokio::task::yield_now().await;
-///     format!("hello {name}")
-/// }
-///
-/// // From synchronous code:
-/// assert_eq!(greet("sync".into()).run(), "hello sync");
-/// // The body alone, e.g. in a `#[tokio::test]`:
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// assert_eq!(greet("test".into()).run_inline().await, "hello test");
-/// # });
-/// ```
-#[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct AsyncIoTask<F, O = Value> {
-    name: &'static str,
-    future: Bodies<F>,
-    policy: Options,
-    output: PhantomData<fn() -> O>,
+pin_project_lite::pin_project! {
+    /// An async I/O task: returned by calling an `#[io_task] async fn`.
+    ///
+    /// Awaited, or in `run_concurrently!(async; ...)`, the future is polled as part of
+    /// the caller's tokio task, exactly like `tokio::join!` does, with each poll guarded
+    /// so a panic fails only this task. From synchronous code on a plain thread it is
+    /// polled on that thread inside the embedded runtime's context, like
+    /// `Runtime::block_on`. It is spawned as its own tokio task in the collection form
+    /// (`run_concurrently!(for ...)`, like a `JoinSet`) and when a synchronous caller is a
+    /// rayon worker or sits inside a tokio context; a spawned task is the body alone
+    /// (tokio catches its panic, and the join handle reports it under the task's name).
+    /// Either way it is polled inside a tokio runtime context.
+    ///
+    /// The body alone: `.run_inline()` returns the future without the guard, to
+    /// `.await` in a unit test:
+    ///
+    /// ```
+    /// use concurrency_runtime::io_task;
+    ///
+    /// #[io_task]
+    /// async fn greet(name: String) -> String {
+    ///     tokio::task::yield_now().await;
+    ///     format!("hello {name}")
+    /// }
+    ///
+    /// // From synchronous code:
+    /// assert_eq!(greet("sync".into()).run(), "hello sync");
+    /// // The body alone, e.g. in a `#[tokio::test]`:
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// assert_eq!(greet("test".into()).run_inline().await, "hello test");
+    /// # });
+    /// ```
+    #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
+    pub struct AsyncIoTask<F, O = Value> {
+        name: &'static str,
+        // Pinned only when a group polls the task in place (`Task::poll_in_place`).
+        #[pin]
+        future: Bodies<F>,
+        policy: Options,
+        output: PhantomData<fn() -> O>,
+    }
 }
 
 impl<F, O> AsyncIoTask<F, O>
@@ -107,6 +111,12 @@ where
     type Ok = O::Ok;
     type Running = Policied<AsyncRunning<F>, F::Output>;
     const KIND: TaskKind = TaskKind::AsyncIo;
+    type Itself = Self;
+
+    #[inline]
+    fn itself(self) -> Self {
+        self
+    }
 
     fn name(&self) -> &'static str {
         self.name
@@ -128,6 +138,26 @@ where
             self.future,
             judge::<O, F::Output>(),
             move |future, _permit| attempt(name, future, start),
+        )
+    }
+
+    #[inline(always)]
+    fn in_place(&self, start: Start) -> bool {
+        start != Start::Spawned && self.policy.is_plain()
+    }
+
+    #[inline(always)]
+    fn poll_in_place(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        start: Start,
+    ) -> Poll<Result<F::Output, TaskError>> {
+        let this = self.project();
+        poll_guarded(
+            this.future.first_pinned(),
+            cx,
+            this.name,
+            start == Start::InContext,
         )
     }
 
@@ -296,25 +326,37 @@ impl<F: Future> Future for Guarded<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut future = this.future;
-        let mut poll = || {
-            catch_unwind(AssertUnwindSafe(|| {
-                TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
-            }))
-        };
         let has_context = *this.has_context.get_or_insert_with(in_tokio_context);
-        let polled = if has_context {
-            poll()
-        } else {
-            // Polled from outside tokio (e.g. by a synchronous caller or another
-            // executor): enter the embedded runtime so timers and sockets work.
-            let _context = runtime().enter();
-            poll()
-        };
-        match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(TaskError::panicked(this.name, payload))),
-        }
+        poll_guarded(this.future, cx, this.name, has_context)
+    }
+}
+
+/// Polls an async task's future with [`TaskKind::current`] reporting an async task
+/// and a panic guard around the poll; outside a tokio context (`has_context` false),
+/// inside the embedded runtime's context.
+#[inline(always)]
+fn poll_guarded<F: Future>(
+    mut future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    name: &'static str,
+    has_context: bool,
+) -> Poll<Result<F::Output, TaskError>> {
+    let mut poll = || {
+        catch_unwind(AssertUnwindSafe(|| {
+            TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
+        }))
+    };
+    let polled = if has_context {
+        poll()
+    } else {
+        // Polled from outside tokio (e.g. by a synchronous caller or another
+        // executor): enter the embedded runtime so timers and sockets work.
+        let _context = runtime().enter();
+        poll()
+    };
+    match polled {
+        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(payload) => Poll::Ready(Err(TaskError::panicked(name, payload))),
     }
 }

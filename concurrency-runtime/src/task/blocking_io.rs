@@ -90,6 +90,12 @@ where
     type Ok = O::Ok;
     type Running = Policied<BlockingRunning<T>, T>;
     const KIND: TaskKind = TaskKind::BlockingIo;
+    type Itself = Self;
+
+    #[inline(always)]
+    fn itself(self) -> Self {
+        self
+    }
 
     fn name(&self) -> &'static str {
         self.name

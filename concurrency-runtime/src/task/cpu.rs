@@ -93,6 +93,12 @@ where
     type Ok = O::Ok;
     type Running = Policied<CpuRunning<F, T>, T>;
     const KIND: TaskKind = TaskKind::Cpu;
+    type Itself = Self;
+
+    #[inline(always)]
+    fn itself(self) -> Self {
+        self
+    }
 
     fn name(&self) -> &'static str {
         self.name

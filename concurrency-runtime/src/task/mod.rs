@@ -79,10 +79,11 @@ impl TaskKind {
     }
 
     /// Runs `f` with [`TaskKind::current`] reporting `self`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn enter<R>(self, f: impl FnOnce() -> R) -> R {
         struct Restore(Option<TaskKind>);
         impl Drop for Restore {
+            #[inline(always)]
             fn drop(&mut self) {
                 CURRENT.set(self.0);
             }
@@ -165,6 +166,15 @@ pub trait Task: sealed::Sealed + Send + 'static {
     #[doc(hidden)]
     type Running: Future<Output = Result<Self::Output, TaskError>> + Attempted + Send + 'static;
 
+    /// `Self` (see `as_task`, where a value that is not a task gets an unknown type
+    /// instead, so that it is reported once).
+    #[doc(hidden)]
+    type Itself: Task;
+
+    /// `self`, as [`Task::Itself`].
+    #[doc(hidden)]
+    fn itself(self) -> Self::Itself;
+
     /// Where this kind of task runs.
     const KIND: TaskKind;
 
@@ -179,6 +189,28 @@ pub trait Task: sealed::Sealed + Send + 'static {
     /// Starts the task on its executor.
     #[doc(hidden)]
     fn start(self, start: Start) -> Self::Running;
+
+    /// Whether a group polls this task in place, as part of the group's own future,
+    /// rather than starting it (a plain async task, polled like `tokio::join!`
+    /// polls its futures: nothing is moved or spawned).
+    #[doc(hidden)]
+    #[inline]
+    fn in_place(&self, start: Start) -> bool {
+        let _ = start;
+        false
+    }
+
+    /// Polls a task that runs in place (see [`Task::in_place`]), with its panic
+    /// guard; `start` is what `in_place` was asked with.
+    #[doc(hidden)]
+    fn poll_in_place(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        start: Start,
+    ) -> Poll<Result<Self::Output, TaskError>> {
+        let _ = (cx, start);
+        unreachable!("only a task whose `in_place` is true is polled in place")
+    }
 
     /// A task started on its own (spawned), as the collection form keeps it: no
     /// larger than it needs to be, since a collection holds one per task.

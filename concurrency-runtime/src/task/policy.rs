@@ -228,11 +228,16 @@ where
     })
 }
 
-/// A task's body (an async task's future, a closure otherwise) and, for a task
-/// with `retries`, the maker of a fresh one for each retry.
-pub(crate) struct Bodies<F> {
-    first: F,
-    again: Option<Box<dyn FnMut() -> F + Send>>,
+pin_project_lite::pin_project! {
+    /// A task's body (an async task's future, a closure otherwise) and, for a task
+    /// with `retries`, the maker of a fresh one for each retry.
+    pub(crate) struct Bodies<F> {
+        // Pinned only where a group polls an async task in place (see
+        // `Task::poll_in_place`); moved out by value everywhere else.
+        #[pin]
+        first: F,
+        again: Option<Box<dyn FnMut() -> F + Send>>,
+    }
 }
 
 impl<F> Bodies<F> {
@@ -254,6 +259,12 @@ impl<F> Bodies<F> {
     pub(crate) fn into_first(self) -> F {
         self.first
     }
+
+    /// The first attempt's body, pinned where the task is.
+    #[inline]
+    pub(crate) fn first_pinned(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().first
+    }
 }
 
 /// Starts a task: its single attempt directly when it has no options, else the
@@ -273,12 +284,30 @@ where
     P: Future<Output = Result<T, TaskError>> + Send + 'static,
     T: Send + 'static,
 {
-    let Some(policy) = options.0 else {
-        return Policied::Plain {
+    match options.0 {
+        None => Policied::Plain {
             attempt: attempt(bodies.first, &mut None),
-        };
-    };
-    let policy = *policy;
+        },
+        Some(policy) => start_supervised(name, *policy, bodies, judge, attempt),
+    }
+}
+
+/// The part of [`start`] for a task with options: out of line, so that starting a
+/// task without options stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn start_supervised<F, P, T>(
+    name: &'static str,
+    policy: Policy,
+    bodies: Bodies<F>,
+    judge: Judge<T>,
+    attempt: impl Fn(F, &mut Option<Permit>) -> P + Send + 'static,
+) -> Policied<P, T>
+where
+    F: Send + 'static,
+    P: Future<Output = Result<T, TaskError>> + Send + 'static,
+    T: Send + 'static,
+{
     let Bodies { first, mut again } = bodies;
     let mut first = Some(first);
     Policied::supervised(

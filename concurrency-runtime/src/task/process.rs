@@ -109,6 +109,12 @@ where
     type Ok = O::Ok;
     type Running = Policied<ProcessRunning<R>, R>;
     const KIND: TaskKind = TaskKind::Process;
+    type Itself = Self;
+
+    #[inline(always)]
+    fn itself(self) -> Self {
+        self
+    }
 
     fn name(&self) -> &'static str {
         self.name
