@@ -39,6 +39,7 @@ impl<K: Task> Mode<K> for Values {
     type Item = K::Output;
     type Error = TaskError;
 
+    #[inline(always)]
     fn finish(
         _: &'static str,
         result: Result<K::Output, TaskError>,
@@ -58,6 +59,7 @@ impl<K: Task> Mode<K> for FailFast {
     type Item = K::Ok;
     type Error = TaskError;
 
+    #[inline(always)]
     fn finish(
         name: &'static str,
         result: Result<K::Output, TaskError>,
@@ -76,6 +78,7 @@ impl<K: Task> Mode<K> for CollectAll {
     type Item = Result<K::Ok, TaskError>;
     type Error = Infallible;
 
+    #[inline(always)]
     fn finish(
         name: &'static str,
         result: Result<K::Output, TaskError>,

@@ -253,6 +253,7 @@ pub trait Task: sealed::Sealed + Send + 'static {
 /// The outcome of a finished task seen as success or failure: a `Result`-returning
 /// task's `Err` becomes [`TaskErrorKind::Failed`](crate::TaskErrorKind::Failed),
 /// carrying the failures of earlier attempts.
+#[inline(always)]
 pub(crate) fn settle<T: Task>(
     name: &'static str,
     result: Result<T::Output, TaskError>,
