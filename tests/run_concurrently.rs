@@ -5,7 +5,7 @@ mod support;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use concurrency_runtime::{TaskKind, cpu_task, io_task, run_concurrently};
+use concurrency_runtime::{Task, TaskKind, cpu_task, io_task, run_concurrently};
 use support::{expect_panic, watchdog, whole_rayon_pool};
 
 #[io_task]
@@ -61,6 +61,33 @@ fn results_come_back_in_argument_order_with_mixed_types() {
     assert_eq!(sq, 81);
     assert_eq!(tuple, (true, 'x'));
     assert!(unit.is_empty());
+}
+
+/// A helper generic over tasks, as the `Task` trait's docs suggest writing.
+fn both<A: Task, B: Task>(a: impl FnOnce() -> A, b: impl FnOnce() -> B) -> (A::Output, B::Output) {
+    run_concurrently!(a(), b())
+}
+
+/// A task behind `impl Task`.
+fn squared(n: u64) -> impl Task<Output = u64, Ok = u64> {
+    square(n)
+}
+
+#[test]
+fn generic_and_impl_task_helpers_keep_their_types_in_a_group() {
+    let (text, n): (String, u64) = both(|| greet("generic".into()), || square(4));
+    assert_eq!((text.as_str(), n), ("hello generic", 16));
+    let (a, b): (u64, u64) = run_concurrently!(squared(2), squared(3));
+    assert_eq!(a + b, 13);
+    let tried: Result<(u64, u64), concurrency_runtime::TaskError> =
+        run_concurrently!(try; squared(1), squared(5));
+    assert_eq!(tried.ok(), Some((1, 25)));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let sum = runtime.block_on(async {
+        let (a, b) = run_concurrently!(async; std::convert::identity(squared(6)), squared(7)).await;
+        a + b
+    });
+    assert_eq!(sum, 85);
 }
 
 #[test]

@@ -229,83 +229,56 @@ impl Checked {
 
     fn expand_calls(&self, private: Private, calls: &[Expr]) -> TokenStream {
         let span = Span::mixed_site();
-        let tasks: Vec<Ident> = (0..calls.len())
-            .map(|i| format_ident!("__concurrency_task{}", i, span = span))
-            .collect();
-        let children: Vec<Ident> = (0..calls.len())
-            .map(|i| format_ident!("__concurrency_child{}", i, span = span))
-            .collect();
-        let cx = Ident::new("__concurrency_cx", span);
-        let ready = Ident::new("__concurrency_ready", span);
-        let starter = Ident::new("__concurrency_starter", span);
-
-        // Each call is evaluated here, in order, at the macro's site; `as_task` turns a
-        // value that is not a task into an error under that call.
-        let lets = calls.iter().zip(&tasks).map(
-            |(call, task)| quote_spanned!(call.span()=> let #task = #private::as_task(#call);),
-        );
-        let error = Ident::new("__concurrency_error", span);
         let marker = self.mode.marker(private);
-        // A single call gives its value, not a 1-tuple.
-        let taken = if calls.len() == 1 {
-            let child = &children[0];
-            quote!(#child.as_mut().take())
+        // The tasks as a list, `Cons(child0, Cons(child1, End))`, built in place in the
+        // group's future. Each call is evaluated here, in order, at the macro's site;
+        // `as_task` turns a value that is not a task into an error under that call.
+        let children = calls
+            .iter()
+            .rev()
+            .fold(quote!(#private::End::new()), |tail, call| {
+                let child = quote_spanned! {call.span()=>
+                    #private::Child::<_, #marker>::new(#private::as_task(#call))
+                };
+                quote!(#private::Cons::new(#child, #tail))
+            });
+        // The outcomes come back as nested pairs; the invocation gives a flat tuple (a
+        // single call gives its value, not a 1-tuple).
+        let items: Vec<Ident> = (0..calls.len())
+            .map(|i| format_ident!("__concurrency_item{}", i, span = span))
+            .collect();
+        let nested = items
+            .iter()
+            .rev()
+            .fold(quote!(()), |tail, item| quote!((#item, #tail)));
+        let flat = if items.len() == 1 {
+            let item = &items[0];
+            quote!(#item)
         } else {
-            quote!((#(#children.as_mut().take(),)*))
+            quote!((#(#items,)*))
         };
-        // Polls every task until all are done, or until one's outcome stops the group
-        // (fail-fast modes): the other tasks are then dropped, which cancels them.
-        let run_group = quote! {
-            let #starter = #private::Starter::here();
-            #(let mut #children = ::core::pin::pin!(#private::Child::<_, #marker>::new(#tasks));)*
-            #(#children.as_mut().start(&#starter);)*
-            let __concurrency_outcome = ::core::future::poll_fn(|#cx| {
-                let mut #ready = true;
-                #(
-                    match #children.as_mut().poll_child(#cx) {
-                        ::core::task::Poll::Pending => #ready = false,
-                        ::core::task::Poll::Ready(::core::result::Result::Ok(())) => {}
-                        ::core::task::Poll::Ready(::core::result::Result::Err(#error)) => {
-                            return ::core::task::Poll::Ready(
-                                ::core::result::Result::Err(#error),
-                            );
-                        }
-                    }
-                )*
-                if #ready {
-                    ::core::task::Poll::Ready(::core::result::Result::Ok(()))
-                } else {
-                    ::core::task::Poll::Pending
-                }
-            })
-            .await;
-        };
-        let outcome = quote! {
-            match __concurrency_outcome {
-                ::core::result::Result::Ok(()) => ::core::result::Result::Ok(#taken),
-                ::core::result::Result::Err(#error) => ::core::result::Result::Err(#error),
-            }
-        };
-        let lets = quote!(#(#lets)*);
-        let kinds = Ident::new("__concurrency_kinds", span);
+        let outcome = Ident::new("__concurrency_outcome", span);
+        let flattened = quote!(#outcome.map(|#nested| #flat));
+        let group = Ident::new("__concurrency_group", span);
         if self.is_async {
-            // One future: the group's own, with its outcome finished inside it.
-            let finish = self.mode.finish(private, outcome);
-            quote! {{
-                #lets
-                async move {
-                    #run_group
-                    #finish
-                }
-            }}
+            // The group's future itself; its outcome is finished inside it.
+            let finish = self.mode.finish(private, flattened);
+            quote! {
+                #private::Group::new(#children, |#outcome| #finish)
+            }
         } else {
-            let group = quote!(async move { #run_group #outcome });
-            let finish = self
-                .mode
-                .finish(private, quote!(#private::block_on_group(&#kinds, #group)));
+            let finish = self.mode.finish(
+                private,
+                quote!({
+                    let #outcome = #private::block_on_group(
+                        #private::Group::kinds(&#group),
+                        #group,
+                    );
+                    #flattened
+                }),
+            );
             quote! {{
-                #lets
-                let #kinds = [#(#private::Task::kind(&#tasks)),*];
+                let #group = #private::Group::new(#children, |#outcome| #outcome);
                 #finish
             }}
         }
@@ -324,11 +297,11 @@ impl Checked {
         } else {
             let finish = self.mode.finish(
                 private,
-                quote!(#private::block_on_group(&__concurrency_kinds, #run)),
+                quote!(#private::block_on_group(__concurrency_kinds, #run)),
             );
             quote! {{
                 let __concurrency_tasks = #tasks;
-                let __concurrency_kinds = [#private::kind_of_all(&__concurrency_tasks)];
+                let __concurrency_kinds = #private::kind_of_all(&__concurrency_tasks);
                 #finish
             }}
         }

@@ -57,15 +57,18 @@ pub(crate) fn runtime() -> &'static Handle {
 ///   spawned on the embedded runtime (see `spawn_async_on_embedded`);
 /// - a waiting rayon worker runs the cpu tasks its group queued that no other
 ///   thread took yet, then parks.
-pub fn block_on_group<F>(kinds: &[TaskKind], group: F) -> F::Output
+pub fn block_on_group<F>(kinds: Kinds, group: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let on_rayon = rayon::current_thread_index().is_some();
-    let any_async = kinds.iter().any(|kind| kind.is_async());
-    let any_cpu = kinds.contains(&TaskKind::Cpu);
-    if !on_rayon && !kinds.is_empty() && kinds.iter().all(|kind| *kind == TaskKind::Cpu) {
+    let Kinds {
+        any_async,
+        any_cpu,
+        all_cpu,
+    } = kinds;
+    if !on_rayon && any_cpu && all_cpu {
         return blocking_section(|| rayon::scope(|_| park_on(group, true)));
     }
     // Polling async tasks here is only sound on a thread that belongs to no executor:
@@ -95,6 +98,34 @@ where
         tokio::task::block_in_place(wait)
     } else {
         wait()
+    }
+}
+
+/// What `block_on_group` needs to know of a group's task kinds.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Kinds {
+    any_async: bool,
+    any_cpu: bool,
+    all_cpu: bool,
+}
+
+impl Kinds {
+    /// No task.
+    pub const NONE: Kinds = Kinds {
+        any_async: false,
+        any_cpu: false,
+        all_cpu: true,
+    };
+
+    /// These kinds and `kind`.
+    pub const fn with(self, kind: TaskKind) -> Kinds {
+        let cpu = matches!(kind, TaskKind::Cpu);
+        Kinds {
+            any_async: self.any_async || kind.is_async(),
+            any_cpu: self.any_cpu || cpu,
+            all_cpu: self.all_cpu && cpu,
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::error::TaskError;
+use crate::executor::Kinds;
 use crate::task::{Attempted, Start, Task, TaskKind, settle};
 use crate::wake::Woken;
 
@@ -141,7 +143,7 @@ pub struct Child<K: Task, M: Mode<K>> {
     // Structurally pinned, except for a task not started yet (see `start`).
     state: ChildState<K>,
     // `Some` once the task finished and its outcome is kept (an outcome that stops
-    // the group is returned, and the group polls no more).
+    // the group is returned, and the group polls no more). Never pinned.
     item: Option<M::Item>,
 }
 
@@ -188,10 +190,12 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
     #[inline(always)]
     pub fn start(self: Pin<&mut Self>, starter: &Starter) {
         // SAFETY: the state is moved only here, while it holds a task that was never
-        // polled (`in_place` is `None`: no pinned reference to it was ever made, so
-        // nothing can rely on its address); `poll_child` pins the task only once
-        // `in_place` is set, and a running task only in `Running`, which is never moved
-        // out. Nothing else is moved out of the pinned child.
+        // polled (`in_place` is `None`, and nothing sets it back: no pinned reference
+        // to the task was ever made, so nothing can rely on its address);
+        // `poll_child` pins the task only once `in_place` is set, and a running task
+        // only in `Running`, which is never moved out. If `task.start` panics, the
+        // task was moved into it and is dropped there, and the state stays `Starting`,
+        // which owns nothing (a later poll reports it instead of touching memory).
         let this = unsafe { self.get_unchecked_mut() };
         let ChildState::Task {
             task,
@@ -219,8 +223,9 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
     /// group.
     #[inline(always)]
     pub fn poll_child(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M::Error>> {
-        // SAFETY: nothing is moved out of the child here; the task and the running
-        // task are only ever used pinned (see `start`).
+        // SAFETY: nothing is moved out of the child here, and only a task polled in
+        // place or a running task is pinned: neither is ever moved (see `start`, the
+        // only place that moves a task, before it is pinned).
         let this = unsafe { self.get_unchecked_mut() };
         if this.item.is_some() {
             return Poll::Ready(Ok(()));
@@ -258,6 +263,192 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
         this.item.take().unwrap_or_else(|| {
             unreachable!("a group's outcome is taken only once, after it finished")
         })
+    }
+}
+
+/// The tasks of a tuple group, as a list: `Cons { head: Child, tail: Cons { … End } }`.
+/// A list rather than a tuple so that any number of tasks works, each polled where
+/// the macro put it.
+#[doc(hidden)]
+pub trait Children {
+    /// The outcomes, as nested pairs: `(I0, (I1, ()))`.
+    type Items;
+    /// What stops the group early.
+    type Error;
+    /// The kinds of the tasks.
+    const KINDS: Kinds;
+    /// Starts every task, in order.
+    fn start(self: Pin<&mut Self>, starter: &Starter);
+    /// Polls every task still running: `Ready(Ok(()))` once all have finished,
+    /// `Ready(Err(_))` at the first outcome that stops the group.
+    fn poll_all(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+    /// The outcomes, once `poll_all` returned `Ready(Ok(()))`.
+    fn take(self: Pin<&mut Self>) -> Self::Items;
+}
+
+pin_project_lite::pin_project! {
+    /// A task of a tuple group and the tasks after it.
+    #[doc(hidden)]
+    #[derive(Debug)]
+    pub struct Cons<H, T> {
+        #[pin]
+        head: H,
+        #[pin]
+        tail: T,
+    }
+}
+
+impl<H, T> Cons<H, T> {
+    /// `head`, then `tail`.
+    #[inline(always)]
+    pub fn new(head: H, tail: T) -> Self {
+        Cons { head, tail }
+    }
+}
+
+/// The end of a tuple group's list of tasks.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct End<E>(PhantomData<fn() -> E>);
+
+impl<E> End<E> {
+    /// The end of the list.
+    #[inline(always)]
+    pub fn new() -> Self {
+        End(PhantomData)
+    }
+}
+
+impl<E> Default for End<E> {
+    fn default() -> Self {
+        End::new()
+    }
+}
+
+impl<E> Children for End<E> {
+    type Items = ();
+    type Error = E;
+    const KINDS: Kinds = Kinds::NONE;
+
+    #[inline(always)]
+    fn start(self: Pin<&mut Self>, _: &Starter) {}
+
+    #[inline(always)]
+    fn poll_all(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), E>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline(always)]
+    fn take(self: Pin<&mut Self>) {}
+}
+
+impl<K, M, T> Children for Cons<Child<K, M>, T>
+where
+    K: Task,
+    M: Mode<K>,
+    T: Children<Error = M::Error>,
+{
+    type Items = (M::Item, T::Items);
+    type Error = M::Error;
+    const KINDS: Kinds = T::KINDS.with(K::KIND);
+
+    #[inline(always)]
+    fn start(self: Pin<&mut Self>, starter: &Starter) {
+        let this = self.project();
+        this.head.start(starter);
+        this.tail.start(starter);
+    }
+
+    #[inline(always)]
+    fn poll_all(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M::Error>> {
+        let this = self.project();
+        let head_done = match this.head.poll_child(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => false,
+        };
+        match this.tail.poll_all(cx) {
+            Poll::Ready(Ok(())) if head_done => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            _ => Poll::Pending,
+        }
+    }
+
+    #[inline(always)]
+    fn take(self: Pin<&mut Self>) -> Self::Items {
+        let this = self.project();
+        (this.head.take(), this.tail.take())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A tuple group's future: its tasks, started at the first poll, each polled
+    /// where it is, and `finish`, which turns their outcomes into the invocation's
+    /// value. Dropping it drops the tasks, which cancels them.
+    #[doc(hidden)]
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Group<C, F> {
+        #[pin]
+        children: C,
+        finish: Option<F>,
+        started: bool,
+    }
+}
+
+impl<C, F, O> Group<C, F>
+where
+    C: Children,
+    F: FnOnce(Result<C::Items, C::Error>) -> O,
+{
+    /// The group of `children`; `finish` makes its value.
+    #[inline(always)]
+    pub fn new(children: C, finish: F) -> Self {
+        Group {
+            children,
+            finish: Some(finish),
+            started: false,
+        }
+    }
+
+    /// The kinds of the group's tasks.
+    pub fn kinds(&self) -> Kinds {
+        C::KINDS
+    }
+}
+
+impl<C, F, O> Future for Group<C, F>
+where
+    C: Children,
+    F: FnOnce(Result<C::Items, C::Error>) -> O,
+{
+    type Output = O;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
+        let mut this = self.project();
+        if this.finish.is_none() {
+            panic!("a `run_concurrently!` future was polled after it completed");
+        }
+        if !*this.started {
+            *this.started = true;
+            this.children.as_mut().start(&Starter::here());
+        }
+        let outcome = match std::task::ready!(this.children.as_mut().poll_all(cx)) {
+            Ok(()) => Ok(this.children.take()),
+            Err(error) => Err(error),
+        };
+        match this.finish.take() {
+            Some(finish) => Poll::Ready(finish(outcome)),
+            None => unreachable!("checked above"),
+        }
+    }
+}
+
+impl<C, F> std::fmt::Debug for Group<C, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
     }
 }
 

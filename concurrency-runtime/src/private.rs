@@ -1,9 +1,9 @@
 //! Used by the code the macros generate. Not public API: anything here may change in
 //! any release (the macro crate is pinned with `=`).
 
-pub use crate::executor::block_on_group;
+pub use crate::executor::{Kinds, block_on_group};
 pub use crate::group::{
-    Child, CollectAll, FailFast, Starter, Tasks, Values, run_all, settled, value,
+    Child, CollectAll, Cons, End, FailFast, Group, Tasks, Values, run_all, settled, value,
 };
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
 pub use crate::task::{
@@ -12,8 +12,6 @@ pub use crate::task::{
 };
 pub use core::time::Duration;
 pub use {linkme, serde};
-
-use crate::task::TaskKind;
 
 /// Identity, so that a call that does not return a task is reported under that call,
 /// and only there: for a value that is not a task, the result's type is unknown to
@@ -33,8 +31,8 @@ where
 }
 
 /// The kind of a collection's tasks.
-pub fn kind_of_all<T: Task>(_: &Tasks<T>) -> TaskKind {
-    T::KIND
+pub fn kind_of_all<T: Task>(_: &Tasks<T>) -> Kinds {
+    Kinds::NONE.with(T::KIND)
 }
 
 /// Compile-time check that a task argument can move to another thread.

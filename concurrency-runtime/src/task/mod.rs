@@ -167,9 +167,10 @@ pub trait Task: sealed::Sealed + Send + 'static {
     type Running: Future<Output = Result<Self::Output, TaskError>> + Attempted + Send + 'static;
 
     /// `Self` (see `as_task`, where a value that is not a task gets an unknown type
-    /// instead, so that it is reported once).
+    /// instead, so that it is reported once). Bound to the same outputs, so that a
+    /// generic `T: Task` or an `impl Task<Output = _>` keeps its types in a group.
     #[doc(hidden)]
-    type Itself: Task;
+    type Itself: Task<Output = Self::Output, Ok = Self::Ok>;
 
     /// `self`, as [`Task::Itself`].
     #[doc(hidden)]
@@ -302,7 +303,7 @@ fn try_run<T: Task>(task: T) -> Result<T::Ok, TaskError> {
         Ok(result) => return settle::<T>(name, result, Vec::new()),
         Err(task) => task,
     };
-    crate::executor::block_on_group(&[T::KIND], async move {
+    crate::executor::block_on_group(crate::executor::Kinds::NONE.with(T::KIND), async move {
         let mut running = std::pin::pin!(task.start(Start::Inline));
         let result = running.as_mut().await;
         settle::<T>(name, result, running.take_attempts())
@@ -317,7 +318,7 @@ fn run<T: Task>(task: T) -> T::Output {
         Err(task) => task,
     };
     crate::group::value(crate::executor::block_on_group(
-        &[T::KIND],
+        crate::executor::Kinds::NONE.with(T::KIND),
         task.start(Start::Inline),
     ))
 }
