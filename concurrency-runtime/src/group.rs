@@ -102,7 +102,7 @@ pub struct Starter {
 impl Starter {
     /// The starter for a group that starts here, now.
     #[inline]
-    pub fn here() -> Self {
+    pub(crate) fn here() -> Self {
         Starter {
             // A synchronous caller that cannot poll async tasks itself (a rayon worker,
             // or a thread inside another runtime's context) has them spawned instead.
@@ -188,7 +188,7 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
     /// Starts the task: a thread, cpu or process task begins at once; an async task
     /// is polled in place from the group's next poll on, or spawned.
     #[inline(always)]
-    pub fn start(self: Pin<&mut Self>, starter: &Starter) {
+    pub(crate) fn start(self: Pin<&mut Self>, starter: &Starter) {
         // SAFETY: the state is moved only here, while it holds a task that was never
         // polled (`in_place` is `None`, and nothing sets it back: no pinned reference
         // to the task was ever made, so nothing can rely on its address);
@@ -222,7 +222,10 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
     /// finished and its outcome is kept, `Ready(Err(_))` if its outcome stops the
     /// group.
     #[inline(always)]
-    pub fn poll_child(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), M::Error>> {
+    pub(crate) fn poll_child(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), M::Error>> {
         // SAFETY: nothing is moved out of the child here, and only a task polled in
         // place or a running task is pinned: neither is ever moved (see `start`, the
         // only place that moves a task, before it is pinned).
@@ -257,7 +260,7 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
 
     /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
     #[inline(always)]
-    pub fn take(self: Pin<&mut Self>) -> M::Item {
+    pub(crate) fn take(self: Pin<&mut Self>) -> M::Item {
         // SAFETY: only the outcome, which is never pinned, is moved out.
         let this = unsafe { self.get_unchecked_mut() };
         this.item.take().unwrap_or_else(|| {
