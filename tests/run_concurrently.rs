@@ -91,6 +91,22 @@ fn generic_and_impl_task_helpers_keep_their_types_in_a_group() {
 }
 
 #[test]
+fn a_group_future_polled_after_it_completed_says_so() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut group = Box::pin(run_concurrently!(async; square(3), identity(4)));
+    assert_eq!(runtime.block_on(&mut group), (9, 4));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = std::future::Future::poll(group.as_mut(), &mut cx);
+    }));
+    let payload = again.expect_err("a second poll panics");
+    assert_eq!(
+        support::panic_message(payload.as_ref()),
+        "a `run_concurrently!` future was polled after it completed"
+    );
+}
+
+#[test]
 fn a_single_task_returns_its_value() {
     let value: u64 = watchdog(|| run_concurrently!(square(12)));
     assert_eq!(value, 144);
