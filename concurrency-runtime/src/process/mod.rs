@@ -5,6 +5,7 @@
 //! `README.md` next to this file for the design: start-up, protocol, crash
 //! detection, shutdown and limits.
 
+mod handoff;
 mod pool;
 mod protocol;
 pub(crate) mod registry;

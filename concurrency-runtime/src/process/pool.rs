@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
+use super::handoff;
 use super::protocol::{self, FrameError};
 use super::worker::{ENV_FD, ENV_MAX_FRAME, ENV_PARENT, HANDOFF_FD, WORKER_HOOK};
 use super::{ConfigError, PoolConfig};
@@ -31,9 +32,12 @@ pub(crate) struct Job {
 
 /// Cancellation of one job, shared by the caller and the driver that runs it.
 ///
-/// While a worker runs the job, its pid is recorded here, and the driver does not
-/// reap that worker until it has cleared the pid again (under the same lock): so a
-/// caller that cancels can kill the worker without ever hitting a recycled pid.
+/// Once the job is sent to a worker, the control holds that worker's cancel line and
+/// the request's id. Cancelling sends the id down the line, and the *worker* decides:
+/// it skips the request if it has not started it, kills itself if it is running it,
+/// and ignores the message if it has finished it. Only the worker knows which of its
+/// batched requests it runs at this instant, so only it can stop exactly this job and
+/// never the next one.
 #[derive(Debug, Default)]
 pub(crate) struct JobControl {
     state: Mutex<ControlState>,
@@ -42,23 +46,21 @@ pub(crate) struct JobControl {
 #[derive(Debug, Default)]
 struct ControlState {
     cancelled: bool,
-    running_on: Option<u32>,
+    sent: Option<(Arc<CancelLine>, u64)>,
 }
 
 impl JobControl {
     fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
-    /// Cancels the job: a queued job never starts; a running job's worker is
-    /// killed (the driver then reaps and replaces it).
+    /// Cancels the job: a queued job is never sent; a sent one is stopped by its
+    /// worker (skipped, or the worker is killed if it is running it).
     pub(crate) fn cancel(&self) {
         let mut state = self.lock();
         state.cancelled = true;
-        if let Some(pid) = state.running_on.take() {
-            kill(pid);
+        if let Some((line, id)) = state.sent.take() {
+            line.cancel(id);
         }
     }
 
@@ -66,31 +68,35 @@ impl JobControl {
         self.lock().cancelled
     }
 
-    /// Records that worker `pid` now runs the job; `false` if it was cancelled.
-    fn begin(&self, pid: u32) -> bool {
+    /// Records that request `id` on the worker behind `line` is this job, before it is
+    /// written; `false` if the job was cancelled (then it is not sent).
+    fn attach(&self, line: &Arc<CancelLine>, id: u64) -> bool {
         let mut state = self.lock();
         if state.cancelled {
             return false;
         }
-        state.running_on = Some(pid);
+        state.sent = Some((Arc::clone(line), id));
         true
     }
 
-    /// The worker is done with the job (answered or died); it may now be reaped.
-    fn end(&self) {
-        self.lock().running_on = None;
+    /// The worker answered the job or died: there is nothing left to cancel there.
+    fn detach(&self) {
+        self.lock().sent = None;
     }
 }
 
-/// Sends SIGKILL to a worker that has not been reaped yet.
-fn kill(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: `kill` has no memory-safety preconditions. The pid is a child of this
-    // process that has not been reaped (see `JobControl`), so it names that worker.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
+/// The parent's end of a worker's cancel line: a second socket on which the parent
+/// writes the ids of cancelled requests (8 bytes each, little-endian).
+#[derive(Debug)]
+pub(crate) struct CancelLine {
+    socket: Mutex<UnixStream>,
+}
+
+impl CancelLine {
+    fn cancel(&self, id: u64) {
+        // A failed write means the worker is gone: nothing runs there to stop. The
+        // worker's reader drains the line as messages come, so this does not block.
+        let _ = lock(&self.socket).write_all(&id.to_le_bytes());
     }
 }
 
@@ -201,11 +207,12 @@ pub(crate) fn run_here(
     let max_frame = shared.config.max_frame_bytes;
     let control = JobControl::default();
     let mut worker = worker;
-    let (outcome, survivor) = match worker.send(0, task_id, name, args, max_frame) {
+    let id = worker.next_id();
+    let (outcome, survivor) = match worker.send(id, task_id, name, args, max_frame) {
         Err(Unsent::Refused(error)) => (Err(error), Some(worker)),
         _ => {
             let _ = worker.flush(); // a broken channel shows in the read
-            worker.receive(0, name, &control, max_frame)
+            worker.receive(id, name, &control, max_frame)
         }
     };
     if survivor.is_none() {
@@ -263,6 +270,18 @@ impl Shared {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         let take = (queue.len() / self.config.workers).clamp(1, MAX_BATCH);
+        // The requests after the first must fit in the socket's buffer: the driver
+        // reads no answer before it has written the whole batch, so a worker blocked
+        // writing a large answer would otherwise wait for a driver blocked writing.
+        let mut bytes = 0;
+        let take = queue
+            .iter()
+            .take(take)
+            .position(|job| {
+                bytes += job.args.len() + job.task_id.len() + 32;
+                bytes > MAX_BATCH_BYTES
+            })
+            .map_or(take, |over| over.max(1));
         let batch: Vec<Job> = queue.drain(..take).collect();
         if !queue.is_empty() {
             self.available.notify_one();
@@ -327,6 +346,10 @@ const SPIN_FOR_ANSWER: std::time::Duration = std::time::Duration::from_micros(50
 /// Most jobs a driver sends to its worker at once.
 const MAX_BATCH: usize = 64;
 
+/// Most request bytes a driver sends to its worker at once, beyond a first request
+/// (sent whatever its size): well inside a Unix socket's default send buffer (208 KiB).
+const MAX_BATCH_BYTES: usize = 32 * 1024;
+
 /// The driver loop of one worker slot. Never returns (see the module docs).
 ///
 /// It takes a batch of queued jobs (one when the queue is short, more when many
@@ -334,7 +357,6 @@ const MAX_BATCH: usize = 64;
 /// the answers in order. If the worker dies, the job it was running gets the crash
 /// error and the jobs queued behind it, which never started, go back to the queue.
 fn drive(shared: &Shared, slot: usize) {
-    let mut next_id: u64 = 0;
     loop {
         let batch: Vec<Job> = shared
             .next_batch()
@@ -366,13 +388,18 @@ fn drive(shared: &Shared, slot: usize) {
         let mut unsent = Vec::new();
         let mut jobs = batch.into_iter();
         for job in jobs.by_ref() {
-            next_id = next_id.wrapping_add(1);
-            match current.send(next_id, job.task_id, job.name, &job.args, max_frame) {
-                Ok(()) => sent.push_back((next_id, job)),
+            let id = current.next_id();
+            if !job.control.attach(&current.cancel_line, id) {
+                continue; // cancelled since it was taken from the queue
+            }
+            match current.send(id, job.task_id, job.name, &job.args, max_frame) {
+                Ok(()) => sent.push_back((id, job)),
                 Err(Unsent::Refused(error)) => {
+                    job.control.detach();
                     let _ = job.reply.send(Err(error));
                 }
                 Err(Unsent::Broken) => {
+                    job.control.detach();
                     unsent.push(job);
                     break;
                 }
@@ -382,18 +409,16 @@ fn drive(shared: &Shared, slot: usize) {
         if current.flush().is_err() {
             // The worker is gone; the reads below report it on the first job.
         }
+        // The worker runs the batch in order and answers each request before it starts
+        // the next: if it dies, the job whose answer is missing is the one it was
+        // running, and the jobs behind it never started.
         let mut survivor = Some(current);
         while let Some((id, job)) = sent.pop_front() {
             let Some(current) = survivor.take() else {
+                job.control.detach();
                 unsent.push(job);
                 continue;
             };
-            // The worker runs the batch in order: this job is the one it runs now.
-            if !job.control.begin(current.child.id()) {
-                // Cancelled: stop it by replacing the worker; the rest go back.
-                survivor = current.kill();
-                continue;
-            }
             let (outcome, next) = current.receive(id, job.name, &job.control, max_frame);
             let _ = job.reply.send(outcome);
             survivor = next;
@@ -417,6 +442,10 @@ struct Worker {
     child: Child,
     reader: BufReader<UnixStream>,
     writer: BufWriter<UnixStream>,
+    cancel_line: Arc<CancelLine>,
+    /// The id of the last request sent: ids increase, so the worker can tell a stale
+    /// cancellation (of a request it already answered) from a pending one.
+    last_id: u64,
 }
 
 impl Worker {
@@ -449,12 +478,36 @@ impl Worker {
                 return Err(error);
             }
         };
+        // The worker's end of its cancel line goes over the channel before anything
+        // else, so the worker reads it before its first request.
+        let handed_off = UnixStream::pair().and_then(|(line, far_end)| {
+            handoff::send_fd(&parent_end, far_end.as_fd())?;
+            Ok(line)
+        });
+        let line = match handed_off {
+            Ok(line) => line,
+            Err(error) => {
+                drop((parent_end, read_half));
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error);
+            }
+        };
         let reader = BufReader::with_capacity(64 * 1024, read_half);
         Ok(Worker {
             child,
             reader,
             writer: BufWriter::with_capacity(64 * 1024, parent_end),
+            cancel_line: Arc::new(CancelLine {
+                socket: Mutex::new(line),
+            }),
+            last_id: 0,
         })
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
     }
 
     /// Writes one request (buffered; see `flush`).
@@ -494,7 +547,7 @@ impl Worker {
     ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
         self.await_readable();
         let read = protocol::read_frame(&mut self.reader, max_frame);
-        control.end();
+        control.detach();
         let body = match read {
             Ok(body) => body,
             Err(FrameError::TooLarge { length, max }) => {
@@ -523,6 +576,7 @@ impl Worker {
         let outcome = match response.status {
             protocol::OK => Ok(response.payload),
             protocol::PANICKED => Err(TaskError::panicked_with(name, text(response.payload))),
+            protocol::CANCELLED => Err(TaskError::cancelled(name)),
             protocol::ARGS_DECODE => Err(TaskError::serialization(
                 name,
                 SerializationStage::ArgumentsIn,

@@ -13,6 +13,8 @@ pub(crate) const PANICKED: u8 = 1;
 pub(crate) const ARGS_DECODE: u8 = 2;
 pub(crate) const RESULT_ENCODE: u8 = 3;
 pub(crate) const UNKNOWN_TASK: u8 = 4;
+/// The request was cancelled before the worker started it; it did not run.
+pub(crate) const CANCELLED: u8 = 5;
 
 #[derive(Debug)]
 pub(crate) enum FrameError {

@@ -6,11 +6,13 @@
 //! requests on the inherited socket until the parent closes it, then exits; the
 //! user's `main` never runs.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::handoff;
 use super::protocol::{self, FrameError};
 use super::registry::{self, EntryError};
 use crate::error::panic_message;
@@ -103,6 +105,23 @@ fn run_worker(settings: &Settings) -> i32 {
         return 2;
     }
     let max_frame = settings.max_frame;
+    let line = match handoff::receive_fd(&channel) {
+        Ok(line) => UnixStream::from(line),
+        Err(error) => return fail(format_args!("could not receive its cancel line: {error}")),
+    };
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let watcher = {
+        let progress = Arc::clone(&progress);
+        std::thread::Builder::new()
+            .name("concurrency-cancel-line".into())
+            .stack_size(64 * 1024)
+            .spawn(move || watch_cancellations(line, &progress))
+    };
+    if let Err(error) = watcher {
+        return fail(format_args!(
+            "could not start its cancel-line thread: {error}"
+        ));
+    }
     let Ok(write_half) = channel.try_clone() else {
         return fail(format_args!("could not duplicate the channel"));
     };
@@ -110,7 +129,48 @@ fn run_worker(settings: &Settings) -> i32 {
         BufReader::new(channel),
         BufWriter::new(write_half),
         max_frame,
+        &progress,
     )
+}
+
+/// Where the worker is in its stream of requests; shared by the thread that runs them
+/// and the one that reads cancellations.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The request running now.
+    running: Option<u64>,
+    /// The id of the last request read (ids increase).
+    reached: u64,
+    /// Cancelled requests not read yet.
+    cancelled: Vec<u64>,
+}
+
+fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads the ids of cancelled requests until the parent closes the line. A request
+/// not read yet is marked, so that it is skipped; the running one is stopped by
+/// killing this process; one already answered is left alone.
+fn watch_cancellations(line: UnixStream, progress: &Mutex<Progress>) {
+    let mut line = BufReader::new(line);
+    let mut id = [0u8; 8];
+    while line.read_exact(&mut id).is_ok() {
+        let id = u64::from_le_bytes(id);
+        let mut progress = lock(progress);
+        if progress.running == Some(id) {
+            // With the lock held, the task cannot finish and the next one cannot
+            // start: the parent sees this worker end without an answer to exactly
+            // this request, and knows the requests behind it never started.
+            // SAFETY: `kill` has no memory-safety preconditions; the target is this
+            // very process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        } else if id > progress.reached {
+            progress.cancelled.push(id);
+        }
+    }
 }
 
 /// Moves the channel from the descriptor it arrived on to a fresh close-on-exec one,
@@ -148,7 +208,12 @@ fn is_socket(fd: RawFd) -> bool {
     result == 0 && (unsafe { stat.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFSOCK
 }
 
-fn serve(mut input: impl std::io::Read, mut output: impl Write, max_frame: u64) -> i32 {
+fn serve(
+    mut input: impl Read,
+    mut output: impl Write,
+    max_frame: u64,
+    progress: &Mutex<Progress>,
+) -> i32 {
     loop {
         let body = match protocol::read_frame(&mut input, max_frame) {
             Ok(body) => body,
@@ -162,6 +227,29 @@ fn serve(mut input: impl std::io::Read, mut output: impl Write, max_frame: u64) 
             eprintln!("concurrency-runtime worker: malformed request");
             return 3;
         };
+        let skip = {
+            let mut progress = lock(progress);
+            progress.reached = request.id;
+            let skip = progress.cancelled.contains(&request.id);
+            // Ids below this one belong to requests that were never sent.
+            progress
+                .cancelled
+                .retain(|cancelled| *cancelled > request.id);
+            if !skip {
+                progress.running = Some(request.id);
+            }
+            skip
+        };
+        if skip {
+            let header = protocol::response_header(request.id, protocol::CANCELLED);
+            if protocol::write_frame(&mut output, &[&header])
+                .and_then(|()| output.flush())
+                .is_err()
+            {
+                return 4;
+            }
+            continue;
+        }
         let (status, payload) = match registry::find(request.task) {
             None => (protocol::UNKNOWN_TASK, request.task.as_bytes().to_vec()),
             Some(entry) => {
@@ -183,6 +271,8 @@ fn serve(mut input: impl std::io::Read, mut output: impl Write, max_frame: u64) 
                 }
             }
         };
+        // From here on, a cancellation finds the request finished and leaves it be.
+        lock(progress).running = None;
         // Output the task printed goes to the inherited stdout/stderr, not here.
         let _ = std::io::stdout().flush();
         let header = protocol::response_header(request.id, status);
