@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use concurrency_runtime::cpu_task;
 use concurrency_runtime::process::{self, PoolConfig};
-use support::{WATCHDOG, watchdog};
+use support::{WATCHDOG, panic_message, watchdog};
 
 /// Configures the one-worker pool, and runs this binary's tests one at a time: each
 /// needs the worker's queue to itself.
@@ -223,4 +223,56 @@ fn a_task_cancelled_behind_a_running_one_is_skipped_and_its_worker_kept() {
     );
     let runs = std::fs::read_to_string(&log).expect("read log");
     assert_eq!(runs, "", "the cancelled task never ran");
+}
+
+#[cpu_task(process)]
+fn make_bytes(len: usize) -> Vec<u8> {
+    vec![7; len]
+}
+
+#[test]
+fn an_oversized_result_fails_its_task_alone_and_the_worker_stays() {
+    let _alone = setup();
+    let (started, release) = (scratch("oversized.started"), scratch("oversized.release"));
+    let log = scratch("oversized.log");
+    std::fs::write(&log, "").expect("create log");
+    let path = log.to_string_lossy().into_owned();
+    let started_path = started.clone();
+    let (held_pid, oversized, behind, after_pid) = watchdog(move || {
+        runtime().block_on(async move {
+            // Queue the oversized task and three after it while the worker is busy,
+            // so that they reach it as one batch.
+            let held = tokio::spawn(hold(started, release.clone()).into_future());
+            wait_for(&started_path);
+            let mut oversized = Box::pin(make_bytes(9 << 20).into_future());
+            assert!(poll_once(oversized.as_mut()).await.is_none());
+            // Awaited on a task of its own: its failure is a panic with the error.
+            let oversized = tokio::spawn(async move { oversized.await.len() });
+            let mut behind = Vec::new();
+            for n in 0..3 {
+                let mut task = Box::pin(logged(path.clone(), n).into_future());
+                assert!(poll_once(task.as_mut()).await.is_none());
+                behind.push(task);
+            }
+            std::fs::write(&release, "").expect("release");
+            let held_pid = held.await.expect("held task");
+            let oversized = oversized
+                .await
+                .map_err(|error| panic_message(error.into_panic().as_ref()));
+            let mut results = Vec::new();
+            for task in behind {
+                results.push(task.await);
+            }
+            (held_pid, oversized, results, worker_pid().await)
+        })
+    });
+    let error = oversized.expect_err("the result is over the 8 MiB limit");
+    assert!(
+        error.ends_with("exceeds the maximum frame size of 8388608 bytes"),
+        "{error}"
+    );
+    assert_eq!(behind, vec![0, 1, 2]);
+    let runs = std::fs::read_to_string(&log).expect("read log");
+    assert_eq!(runs, "0\n1\n2\n", "each task behind it ran once");
+    assert_eq!(after_pid, held_pid, "the worker was kept");
 }

@@ -94,9 +94,30 @@ pub(crate) struct CancelLine {
 
 impl CancelLine {
     fn cancel(&self, id: u64) {
-        // A failed write means the worker is gone: nothing runs there to stop. The
-        // worker's reader drains the line as messages come, so this does not block.
-        let _ = lock(&self.socket).write_all(&id.to_le_bytes());
+        let socket = lock(&self.socket);
+        let message = id.to_le_bytes();
+        let mut sent = 0;
+        while sent < message.len() {
+            // SAFETY: the pointer and length describe the unsent rest of `message`,
+            // which outlives the call; send only reads it. MSG_NOSIGNAL: a worker that
+            // died must not raise SIGPIPE in a program that does not ignore it.
+            let written = unsafe {
+                libc::send(
+                    socket.as_raw_fd(),
+                    message[sent..].as_ptr().cast(),
+                    message.len() - sent,
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            match written {
+                -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+                }
+                // The worker is gone: nothing runs there to stop. (A live worker's
+                // thread drains the line as messages come, so this does not block.)
+                -1 | 0 => return,
+                written => sent += written.unsigned_abs(),
+            }
+        }
     }
 }
 
@@ -212,7 +233,10 @@ pub(crate) fn run_here(
         Err(Unsent::Refused(error)) => (Err(error), Some(worker)),
         _ => {
             let _ = worker.flush(); // a broken channel shows in the read
-            worker.receive(id, name, &control, max_frame)
+            match worker.receive(id, name, &control, max_frame) {
+                (outcome, After::Alive(worker)) => (outcome, Some(worker)),
+                (outcome, After::Died | After::Killed) => (outcome, None),
+            }
         }
     };
     if survivor.is_none() {
@@ -277,11 +301,12 @@ impl Shared {
         let take = queue
             .iter()
             .take(take)
+            .skip(1)
             .position(|job| {
                 bytes += job.args.len() + job.task_id.len() + 32;
                 bytes > MAX_BATCH_BYTES
             })
-            .map_or(take, |over| over.max(1));
+            .map_or(take, |over| over + 1);
         let batch: Vec<Job> = queue.drain(..take).collect();
         if !queue.is_empty() {
             self.available.notify_one();
@@ -412,23 +437,51 @@ fn drive(shared: &Shared, slot: usize) {
         // The worker runs the batch in order and answers each request before it starts
         // the next: if it dies, the job whose answer is missing is the one it was
         // running, and the jobs behind it never started.
-        let mut survivor = Some(current);
+        let mut after = After::Alive(current);
         while let Some((id, job)) = sent.pop_front() {
-            let Some(current) = survivor.take() else {
-                job.control.detach();
-                unsent.push(job);
-                continue;
+            after = match after {
+                After::Alive(current) => {
+                    let (outcome, next) = current.receive(id, job.name, &job.control, max_frame);
+                    let _ = job.reply.send(outcome);
+                    next
+                }
+                After::Died => {
+                    job.control.detach();
+                    unsent.push(job);
+                    After::Died
+                }
+                After::Killed => {
+                    job.control.detach();
+                    let _ = job.reply.send(Err(TaskError::protocol(
+                        job.name,
+                        "its worker was replaced after a protocol error while this task was \
+                         sent to it; the task may have run"
+                            .into(),
+                    )));
+                    After::Killed
+                }
             };
-            let (outcome, next) = current.receive(id, job.name, &job.control, max_frame);
-            let _ = job.reply.send(outcome);
-            survivor = next;
         }
+        let survivor = match after {
+            After::Alive(worker) => Some(worker),
+            After::Died | After::Killed => None,
+        };
         if survivor.is_none() {
             shared.set_pid(slot, None);
         }
         shared.park(slot, survivor);
         shared.requeue(unsent);
     }
+}
+
+/// The worker after an answer was read.
+enum After {
+    /// Usable for the next request.
+    Alive(Worker),
+    /// It died without answering: the requests after this one never started.
+    Died,
+    /// Killed after a protocol error: it may have started the requests after this one.
+    Killed,
 }
 
 enum Unsent {
@@ -544,7 +597,7 @@ impl Worker {
         name: &'static str,
         control: &JobControl,
         max_frame: u64,
-    ) -> (Result<Vec<u8>, TaskError>, Option<Worker>) {
+    ) -> (Result<Vec<u8>, TaskError>, After) {
         self.await_readable();
         let read = protocol::read_frame(&mut self.reader, max_frame);
         control.detach();
@@ -560,7 +613,7 @@ impl Worker {
                 return (Err(error), self.kill());
             }
             // The channel broke: the worker died (or closed it). Report how.
-            Err(_) => return (Err(self.crashed(name)), None),
+            Err(_) => return (Err(self.crashed(name)), After::Died),
         };
         let Some(response) = protocol::parse_response(body).filter(|response| response.id == id)
         else {
@@ -577,6 +630,16 @@ impl Worker {
             protocol::OK => Ok(response.payload),
             protocol::PANICKED => Err(TaskError::panicked_with(name, text(response.payload))),
             protocol::CANCELLED => Err(TaskError::cancelled(name)),
+            protocol::TOO_LARGE => Err(match response.payload.get(..8) {
+                Some(length) => TaskError::protocol(
+                    name,
+                    format!(
+                        "the worker's response of {} bytes exceeds the maximum frame size of {max_frame} bytes",
+                        u64::from_le_bytes(length.try_into().unwrap_or_default())
+                    ),
+                ),
+                None => TaskError::protocol(name, "malformed response from the worker".into()),
+            }),
             protocol::ARGS_DECODE => Err(TaskError::serialization(
                 name,
                 SerializationStage::ArgumentsIn,
@@ -599,7 +662,7 @@ impl Worker {
                 format!("unknown response status {other}"),
             )),
         };
-        (outcome, Some(self))
+        (outcome, After::Alive(self))
     }
 
     /// Waits briefly, without sleeping, for the worker's answer. A trivial task
@@ -626,10 +689,10 @@ impl Worker {
     }
 
     /// Kills and reaps a worker that can no longer be trusted; never reused.
-    fn kill(mut self) -> Option<Worker> {
+    fn kill(mut self) -> After {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        None
+        After::Killed
     }
 
     /// Reaps a worker whose channel broke and describes how it ended.

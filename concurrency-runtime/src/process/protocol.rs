@@ -15,6 +15,9 @@ pub(crate) const RESULT_ENCODE: u8 = 3;
 pub(crate) const UNKNOWN_TASK: u8 = 4;
 /// The request was cancelled before the worker started it; it did not run.
 pub(crate) const CANCELLED: u8 = 5;
+/// The result's frame would exceed the maximum frame size (payload: its length, u64
+/// little-endian); the worker sends this instead, and stays usable.
+pub(crate) const TOO_LARGE: u8 = 6;
 
 #[derive(Debug)]
 pub(crate) enum FrameError {
@@ -124,8 +127,11 @@ pub(crate) fn parse_response(mut body: Vec<u8>) -> Option<Response> {
     })
 }
 
-pub(crate) fn response_header(id: u64, status: u8) -> [u8; 9] {
-    let mut header = [0u8; 9];
+/// The length of a response's header: id and status.
+pub(crate) const RESPONSE_HEADER_LEN: usize = 9;
+
+pub(crate) fn response_header(id: u64, status: u8) -> [u8; RESPONSE_HEADER_LEN] {
+    let mut header = [0u8; RESPONSE_HEADER_LEN];
     header[..8].copy_from_slice(&id.to_le_bytes());
     header[8] = status;
     header

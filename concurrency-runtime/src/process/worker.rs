@@ -109,13 +109,23 @@ fn run_worker(settings: &Settings) -> i32 {
         Ok(line) => UnixStream::from(line),
         Err(error) => return fail(format_args!("could not receive its cancel line: {error}")),
     };
-    let progress = Arc::new(Mutex::new(Progress::default()));
+    if let Err(error) = line.set_nonblocking(true) {
+        return fail(format_args!("could not set up its cancel line: {error}"));
+    }
+    let line_fd = line.as_raw_fd();
+    let progress = Arc::new(Mutex::new(Progress {
+        line,
+        pending: Vec::new(),
+        running: None,
+        reached: 0,
+        cancelled: Vec::new(),
+    }));
     let watcher = {
         let progress = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("concurrency-cancel-line".into())
             .stack_size(64 * 1024)
-            .spawn(move || watch_cancellations(line, &progress))
+            .spawn(move || watch_cancellations(line_fd, &progress))
     };
     if let Err(error) = watcher {
         return fail(format_args!(
@@ -134,9 +144,15 @@ fn run_worker(settings: &Settings) -> i32 {
 }
 
 /// Where the worker is in its stream of requests; shared by the thread that runs them
-/// and the one that reads cancellations.
-#[derive(Debug, Default)]
+/// and the one that waits on the cancel line. The line is only read with this lock
+/// held, by either thread, so a cancellation is applied exactly once and never between
+/// the task loop's look at it and its decision.
+#[derive(Debug)]
 struct Progress {
+    /// The cancel line (non-blocking): ids of cancelled requests, 8 bytes each.
+    line: UnixStream,
+    /// The bytes of an id read only in part.
+    pending: Vec<u8>,
     /// The request running now.
     running: Option<u64>,
     /// The id of the last request read (ids increase).
@@ -145,30 +161,77 @@ struct Progress {
     cancelled: Vec<u64>,
 }
 
-fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
-    progress
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+impl Progress {
+    /// Applies every cancellation already on the line, without blocking: the running
+    /// request is stopped by killing this process, one not read yet is marked so that
+    /// it is skipped, one already answered is left alone. `false` once the line is
+    /// closed (the parent is gone).
+    fn drain_line(&mut self) -> bool {
+        let mut buffer = [0u8; 256];
+        loop {
+            match (&self.line).read(&mut buffer) {
+                Ok(0) => return false,
+                Ok(read) => {
+                    self.pending.extend_from_slice(&buffer[..read]);
+                    let whole = self.pending.len() / 8 * 8;
+                    let ids: Vec<u64> = self.pending[..whole]
+                        .chunks_exact(8)
+                        .map(|id| {
+                            u64::from_le_bytes([
+                                id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
+                            ])
+                        })
+                        .collect();
+                    self.pending.drain(..whole);
+                    for id in ids {
+                        self.cancel(id);
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
 
-/// Reads the ids of cancelled requests until the parent closes the line. A request
-/// not read yet is marked, so that it is skipped; the running one is stopped by
-/// killing this process; one already answered is left alone.
-fn watch_cancellations(line: UnixStream, progress: &Mutex<Progress>) {
-    let mut line = BufReader::new(line);
-    let mut id = [0u8; 8];
-    while line.read_exact(&mut id).is_ok() {
-        let id = u64::from_le_bytes(id);
-        let mut progress = lock(progress);
-        if progress.running == Some(id) {
+    fn cancel(&mut self, id: u64) {
+        if self.running == Some(id) {
             // With the lock held, the task cannot finish and the next one cannot
             // start: the parent sees this worker end without an answer to exactly
             // this request, and knows the requests behind it never started.
             // SAFETY: `kill` has no memory-safety preconditions; the target is this
             // very process.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        } else if id > progress.reached {
-            progress.cancelled.push(id);
+        } else if id > self.reached {
+            self.cancelled.push(id);
+        }
+    }
+}
+
+fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits for the cancel line to be readable, then applies what arrived (with the lock
+/// held), until the parent closes the line.
+fn watch_cancellations(line: RawFd, progress: &Mutex<Progress>) {
+    loop {
+        let mut poll = libc::pollfd {
+            fd: line,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` is one valid pollfd for the duration of the call; `line` stays
+        // open as long as `progress`, which this thread holds.
+        let ready = unsafe { libc::poll(&mut poll, 1, -1) };
+        if ready == -1 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        {
+            return;
+        }
+        if ready > 0 && !lock(progress).drain_line() {
+            return;
         }
     }
 }
@@ -229,6 +292,9 @@ fn serve(
         };
         let skip = {
             let mut progress = lock(progress);
+            // A cancellation written before this point is seen now, even if the
+            // other thread has not woken up for it yet.
+            progress.drain_line();
             progress.reached = request.id;
             let skip = progress.cancelled.contains(&request.id);
             // Ids below this one belong to requests that were never sent.
@@ -275,6 +341,14 @@ fn serve(
         lock(progress).running = None;
         // Output the task printed goes to the inherited stdout/stderr, not here.
         let _ = std::io::stdout().flush();
+        // An answer over the limit would be refused by the parent, which could then
+        // not trust this worker any more: say so instead, and stay.
+        let length = (protocol::RESPONSE_HEADER_LEN + payload.len()) as u64;
+        let (status, payload) = if length > max_frame {
+            (protocol::TOO_LARGE, length.to_le_bytes().to_vec())
+        } else {
+            (status, payload)
+        };
         let header = protocol::response_header(request.id, status);
         if protocol::write_frame(&mut output, &[&header, &payload])
             .and_then(|()| output.flush())
