@@ -9,6 +9,7 @@ mod handoff;
 mod pool;
 mod protocol;
 pub(crate) mod registry;
+mod shared_counter;
 mod worker;
 
 use std::fmt;

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::handoff;
 use super::protocol::{self, FrameError};
+use super::shared_counter::SharedCounter;
 use super::worker::{ENV_FD, ENV_MAX_FRAME, ENV_PARENT, HANDOFF_FD, WORKER_HOOK};
 use super::{ConfigError, PoolConfig};
 use crate::error::{SerializationStage, TaskError};
@@ -90,6 +91,9 @@ impl JobControl {
 #[derive(Debug)]
 pub(crate) struct CancelLine {
     socket: Mutex<UnixStream>,
+    /// How many ids were written, shared with the worker: it reads the line before a
+    /// request only when this moved.
+    written: SharedCounter,
 }
 
 impl CancelLine {
@@ -118,6 +122,8 @@ impl CancelLine {
                 written => sent += written.unsigned_abs(),
             }
         }
+        // After the write: a worker that sees the new count finds the id on the line.
+        self.written.increment();
     }
 }
 
@@ -474,6 +480,15 @@ fn drive(shared: &Shared, slot: usize) {
     }
 }
 
+fn response_too_large(name: &'static str, length: u64, max: u64) -> TaskError {
+    TaskError::protocol(
+        name,
+        format!(
+            "the worker's response of {length} bytes exceeds the maximum frame size of {max} bytes"
+        ),
+    )
+}
+
 /// The worker after an answer was read.
 enum After {
     /// Usable for the next request.
@@ -534,11 +549,16 @@ impl Worker {
         // The worker's end of its cancel line goes over the channel before anything
         // else, so the worker reads it before its first request.
         let handed_off = UnixStream::pair().and_then(|(line, far_end)| {
+            let (written, memory) = SharedCounter::create()?;
             handoff::send_fd(&parent_end, far_end.as_fd())?;
-            Ok(line)
+            handoff::send_fd(&parent_end, memory.as_fd())?;
+            Ok(CancelLine {
+                socket: Mutex::new(line),
+                written,
+            })
         });
-        let line = match handed_off {
-            Ok(line) => line,
+        let cancel_line = match handed_off {
+            Ok(cancel_line) => Arc::new(cancel_line),
             Err(error) => {
                 drop((parent_end, read_half));
                 let _ = child.kill();
@@ -551,9 +571,7 @@ impl Worker {
             child,
             reader,
             writer: BufWriter::with_capacity(64 * 1024, parent_end),
-            cancel_line: Arc::new(CancelLine {
-                socket: Mutex::new(line),
-            }),
+            cancel_line,
             last_id: 0,
         })
     }
@@ -604,13 +622,7 @@ impl Worker {
         let body = match read {
             Ok(body) => body,
             Err(FrameError::TooLarge { length, max }) => {
-                let error = TaskError::protocol(
-                    name,
-                    format!(
-                        "the worker's response of {length} bytes exceeds the maximum frame size of {max} bytes"
-                    ),
-                );
-                return (Err(error), self.kill());
+                return (Err(response_too_large(name, length, max)), self.kill());
             }
             // The channel broke: the worker died (or closed it). Report how.
             Err(_) => return (Err(self.crashed(name)), After::Died),
@@ -630,14 +642,8 @@ impl Worker {
             protocol::OK => Ok(response.payload),
             protocol::PANICKED => Err(TaskError::panicked_with(name, text(response.payload))),
             protocol::CANCELLED => Err(TaskError::cancelled(name)),
-            protocol::TOO_LARGE => Err(match response.payload.get(..8) {
-                Some(length) => TaskError::protocol(
-                    name,
-                    format!(
-                        "the worker's response of {} bytes exceeds the maximum frame size of {max_frame} bytes",
-                        u64::from_le_bytes(length.try_into().unwrap_or_default())
-                    ),
-                ),
+            protocol::TOO_LARGE => Err(match response.payload.first_chunk::<8>() {
+                Some(length) => response_too_large(name, u64::from_le_bytes(*length), max_frame),
                 None => TaskError::protocol(name, "malformed response from the worker".into()),
             }),
             protocol::ARGS_DECODE => Err(TaskError::serialization(

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::handoff;
 use super::protocol::{self, FrameError};
 use super::registry::{self, EntryError};
+use super::shared_counter::SharedCounter;
 use crate::error::panic_message;
 use crate::task::TaskKind;
 
@@ -109,12 +110,20 @@ fn run_worker(settings: &Settings) -> i32 {
         Ok(line) => UnixStream::from(line),
         Err(error) => return fail(format_args!("could not receive its cancel line: {error}")),
     };
+    let written = match handoff::receive_fd(&channel)
+        .and_then(|memory| SharedCounter::map(std::os::fd::AsFd::as_fd(&memory)))
+    {
+        Ok(written) => written,
+        Err(error) => return fail(format_args!("could not map its cancel count: {error}")),
+    };
     if let Err(error) = line.set_nonblocking(true) {
         return fail(format_args!("could not set up its cancel line: {error}"));
     }
     let line_fd = line.as_raw_fd();
     let progress = Arc::new(Mutex::new(Progress {
         line,
+        written,
+        applied: 0,
         pending: Vec::new(),
         running: None,
         reached: 0,
@@ -151,6 +160,10 @@ fn run_worker(settings: &Settings) -> i32 {
 struct Progress {
     /// The cancel line (non-blocking): ids of cancelled requests, 8 bytes each.
     line: UnixStream,
+    /// How many ids the parent has written to the line ...
+    written: SharedCounter,
+    /// ... and how many this worker has read from it.
+    applied: u64,
     /// The bytes of an id read only in part.
     pending: Vec<u8>,
     /// The request running now.
@@ -173,18 +186,10 @@ impl Progress {
                 Ok(0) => return false,
                 Ok(read) => {
                     self.pending.extend_from_slice(&buffer[..read]);
-                    let whole = self.pending.len() / 8 * 8;
-                    let ids: Vec<u64> = self.pending[..whole]
-                        .chunks_exact(8)
-                        .map(|id| {
-                            u64::from_le_bytes([
-                                id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
-                            ])
-                        })
-                        .collect();
-                    self.pending.drain(..whole);
-                    for id in ids {
-                        self.cancel(id);
+                    while let Some(id) = self.pending.first_chunk::<8>().copied() {
+                        self.pending.drain(..8);
+                        self.applied += 1;
+                        self.cancel(u64::from_le_bytes(id));
                     }
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
@@ -293,8 +298,11 @@ fn serve(
         let skip = {
             let mut progress = lock(progress);
             // A cancellation written before this point is seen now, even if the
-            // other thread has not woken up for it yet.
-            progress.drain_line();
+            // other thread has not woken up for it yet. (The line is read only when
+            // the parent's count says it holds something: no system call otherwise.)
+            if progress.written.get() != progress.applied {
+                progress.drain_line();
+            }
             progress.reached = request.id;
             let skip = progress.cancelled.contains(&request.id);
             // Ids below this one belong to requests that were never sent.
