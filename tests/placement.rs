@@ -257,3 +257,56 @@ fn cpu_tasks_run_in_parallel_up_to_rayons_thread_count() {
     indices.dedup();
     assert_eq!(indices.len(), threads, "each task on its own rayon thread");
 }
+
+#[cpu_task(timeout = "20s")]
+fn meet_cpu_timed(meeting: Arc<support::Meeting>) -> Option<usize> {
+    // Gives up after a while, so that a failure does not hold the pool's threads.
+    meeting
+        .wait(std::time::Duration::from_secs(10))
+        .then(rayon::current_thread_index)
+        .flatten()
+}
+
+#[test]
+fn a_timed_cpu_task_occupies_one_rayon_thread() {
+    // Two timed tasks on a pool of two meet at a barrier: each must have a rayon thread
+    // of its own while the caller waits off the pool (a caller that waited on a rayon
+    // thread left one thread for both, and the first task timed out at the barrier).
+    let _pool = whole_rayon_pool();
+    let threads = rayon::current_num_threads();
+    let (a, b) = watchdog(move || {
+        let meeting = Arc::new(support::Meeting::new(2));
+        let (a, b) = run_concurrently!(
+            meet_cpu_timed(Arc::clone(&meeting)),
+            meet_cpu_timed(Arc::clone(&meeting))
+        );
+        (a, b)
+    });
+    assert!(threads >= 2, "this test needs two rayon threads");
+    assert_ne!(a.expect("met on rayon"), b.expect("met on rayon"));
+}
+
+#[test]
+fn timed_cpu_tasks_of_a_caller_on_rayon_use_every_other_thread() {
+    // Inside a pool of five, the caller waits on one of its threads; four timed tasks
+    // meeting at a barrier need the other four at once.
+    let indices = watchdog(|| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(5)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let meeting = Arc::new(support::Meeting::new(4));
+            let meet = || meet_cpu_timed(Arc::clone(&meeting));
+            let (a, b, c, d) = run_concurrently!(meet(), meet(), meet(), meet());
+            [a, b, c, d]
+        })
+    });
+    let mut indices: Vec<usize> = indices
+        .into_iter()
+        .map(|i| i.expect("met on rayon"))
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), 4, "each task on its own rayon thread");
+}

@@ -561,3 +561,29 @@ fn try_run_returns_the_failure_as_a_value() {
         "hello t"
     );
 }
+
+#[io_task]
+async fn yields_then_answers(n: u64) -> u64 {
+    tokio::task::yield_now().await;
+    n + 1
+}
+
+#[test]
+fn an_async_task_run_alone_inside_a_current_thread_runtime_does_not_hang() {
+    // `.run()` and `.try_run()` from inside a user's single-threaded runtime: the task
+    // must run elsewhere, as in `run_concurrently!(x)` (it hung: its wake-up was deferred
+    // to the very scheduler the synchronous wait blocks).
+    let (ran, tried, grouped) = watchdog(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let ran = yields_then_answers(1).run();
+            let tried = yields_then_answers(2).try_run().expect("ok");
+            let grouped = run_concurrently!(yields_then_answers(3));
+            (ran, tried, grouped)
+        })
+    });
+    assert_eq!((ran, tried, grouped), (2, 3, 4));
+}

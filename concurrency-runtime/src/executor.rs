@@ -118,6 +118,21 @@ impl Kinds {
         all_cpu: true,
     };
 
+    /// Whether every task is a cpu task that a waiting rayon thread could run itself.
+    pub(crate) const fn all_cpu(self) -> bool {
+        self.all_cpu
+    }
+
+    /// These kinds, with a task that a waiting thread must watch rather than run (a
+    /// cpu task with a deadline): the caller then waits off rayon's pool, so that it
+    /// does not hold a rayon thread that the task could use.
+    pub(crate) const fn watched(self) -> Kinds {
+        Kinds {
+            all_cpu: false,
+            ..self
+        }
+    }
+
     /// These kinds and `kind`.
     pub const fn with(self, kind: TaskKind) -> Kinds {
         let cpu = matches!(kind, TaskKind::Cpu);

@@ -258,6 +258,15 @@ impl<K: Task, M: Mode<K>> Child<K, M> {
         Poll::Ready(finished.map(|item| this.item = Some(item)))
     }
 
+    /// Whether the task, not started yet, has a deadline.
+    #[inline(always)]
+    fn has_deadline(&self) -> bool {
+        match &self.state {
+            ChildState::Task { task, .. } => task.has_deadline(),
+            _ => false,
+        }
+    }
+
     /// The task's outcome, once `poll_child` returned `Ready(Ok(()))`.
     #[inline(always)]
     pub(crate) fn take(self: Pin<&mut Self>) -> M::Item {
@@ -280,6 +289,8 @@ pub trait Children {
     type Error;
     /// The kinds of the tasks.
     const KINDS: Kinds;
+    /// Whether a task not started yet has a deadline (see `Task::has_deadline`).
+    fn any_deadline(&self) -> bool;
     /// Starts every task, in order.
     fn start(self: Pin<&mut Self>, starter: &Starter);
     /// Polls every task still running: `Ready(Ok(()))` once all have finished,
@@ -334,6 +345,11 @@ impl<E> Children for End<E> {
     const KINDS: Kinds = Kinds::NONE;
 
     #[inline(always)]
+    fn any_deadline(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
     fn start(self: Pin<&mut Self>, _: &Starter) {}
 
     #[inline(always)]
@@ -354,6 +370,11 @@ where
     type Items = (M::Item, T::Items);
     type Error = M::Error;
     const KINDS: Kinds = T::KINDS.with(K::KIND);
+
+    #[inline(always)]
+    fn any_deadline(&self) -> bool {
+        self.head.has_deadline() || self.tail.any_deadline()
+    }
 
     #[inline(always)]
     fn start(self: Pin<&mut Self>, starter: &Starter) {
@@ -413,9 +434,14 @@ where
         }
     }
 
-    /// The kinds of the group's tasks.
+    /// The kinds of the group's tasks, and whether a waiting thread could run them.
+    #[inline]
     pub fn kinds(&self) -> Kinds {
-        C::KINDS
+        if C::KINDS.all_cpu() && self.children.any_deadline() {
+            C::KINDS.watched()
+        } else {
+            C::KINDS
+        }
     }
 }
 
@@ -453,6 +479,17 @@ impl<C, F> std::fmt::Debug for Group<C, F> {
             .field("started", &self.started)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs one task from synchronous code, as a group of one (see `task.run()`).
+#[inline]
+pub(crate) fn run_one<K: Task, M: Mode<K, Error = TaskError> + 'static>(
+    task: K,
+) -> Result<M::Item, TaskError> {
+    let group = Group::new(Cons::new(Child::<K, M>::new(task), End::new()), |outcome| {
+        outcome.map(|(item, ())| item)
+    });
+    crate::executor::block_on_group(group.kinds(), group)
 }
 
 /// The collection form: starts every task at once (async tasks each as a tokio

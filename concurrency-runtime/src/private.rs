@@ -30,9 +30,14 @@ where
     Tasks::collect(tasks)
 }
 
-/// The kind of a collection's tasks.
-pub fn kind_of_all<T: Task>(_: &Tasks<T>) -> Kinds {
-    Kinds::NONE.with(T::KIND)
+/// The kind of a collection's tasks, and whether a waiting thread could run them.
+pub fn kind_of_all<T: Task>(tasks: &Tasks<T>) -> Kinds {
+    let kinds = Kinds::NONE.with(T::KIND);
+    if kinds.all_cpu() && tasks.iter().any(Task::has_deadline) {
+        kinds.watched()
+    } else {
+        kinds
+    }
 }
 
 /// Compile-time check that a task argument can move to another thread.

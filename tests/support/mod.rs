@@ -53,3 +53,33 @@ pub fn expect_panic(f: impl FnOnce()) -> String {
         Err(payload) => panic_message(payload.as_ref()),
     }
 }
+
+/// A barrier whose wait gives up: `wait` is `true` once `count` threads have arrived,
+/// `false` if `limit` passed first (so that a failing test does not hold threads
+/// forever).
+pub struct Meeting {
+    arrived: Mutex<usize>,
+    all_here: std::sync::Condvar,
+    count: usize,
+}
+
+impl Meeting {
+    pub fn new(count: usize) -> Self {
+        Meeting {
+            arrived: Mutex::new(0),
+            all_here: std::sync::Condvar::new(),
+            count,
+        }
+    }
+
+    pub fn wait(&self, limit: Duration) -> bool {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
+        *arrived += 1;
+        self.all_here.notify_all();
+        let (arrived, _) = self
+            .all_here
+            .wait_timeout_while(arrived, limit, |arrived| *arrived < self.count)
+            .unwrap_or_else(|p| p.into_inner());
+        *arrived >= self.count
+    }
+}

@@ -139,6 +139,10 @@ where
         ))
     }
 
+    fn has_deadline(&self) -> bool {
+        self.policy.timeout().is_some()
+    }
+
     fn split(output: T) -> Result<O::Ok, BoxError> {
         O::split(output)
     }

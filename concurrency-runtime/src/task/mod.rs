@@ -246,6 +246,14 @@ pub trait Task: sealed::Sealed + Send + 'static {
         Err(tasks)
     }
 
+    /// Whether the task has a deadline: a thread that waits for it must watch the
+    /// deadline, so it cannot run the task's body itself.
+    #[doc(hidden)]
+    #[inline]
+    fn has_deadline(&self) -> bool {
+        false
+    }
+
     /// Splits a returned value into the success value and the task's own error.
     #[doc(hidden)]
     fn split(output: Self::Output) -> Result<Self::Ok, BoxError>;
@@ -296,18 +304,17 @@ impl<R> fmt::Debug for TaskFuture<R> {
     }
 }
 
-/// Runs one task to completion from synchronous code, returning its failure.
+/// Runs one task to completion from synchronous code, returning its failure: as a
+/// group of one, so that it starts inside the wait, where the group learns what the
+/// calling thread may poll (a task started before the wait would be polled under a
+/// `current_thread` runtime that the wait blocks).
 fn try_run<T: Task>(task: T) -> Result<T::Ok, TaskError> {
     let name = task.name();
     let task = match crate::executor::blocking_section(|| task.run_here()) {
         Ok(result) => return settle::<T>(name, result, Vec::new()),
         Err(task) => task,
     };
-    crate::executor::block_on_group(crate::executor::Kinds::NONE.with(T::KIND), async move {
-        let mut running = std::pin::pin!(task.start(Start::Inline));
-        let result = running.as_mut().await;
-        settle::<T>(name, result, running.take_attempts())
-    })
+    crate::group::run_one::<T, crate::group::FailFast>(task)
 }
 
 /// Runs one task to completion from synchronous code.
@@ -317,10 +324,7 @@ fn run<T: Task>(task: T) -> T::Output {
         Ok(result) => return crate::group::value(result),
         Err(task) => task,
     };
-    crate::group::value(crate::executor::block_on_group(
-        crate::executor::Kinds::NONE.with(T::KIND),
-        task.start(Start::Inline),
-    ))
+    crate::group::value(crate::group::run_one::<T, crate::group::Values>(task))
 }
 
 /// The parts every task type shares: its name, `run`, `IntoFuture`, `Debug`.
