@@ -107,29 +107,71 @@ fn a_panic_in_a_process_task_names_it_and_the_next_task_runs() {
     assert_eq!(watchdog(|| sum_squares(vec![5], 0).run()), 25);
 }
 
-#[test]
-fn the_worker_marker_without_a_channel_exits_without_running_main() {
-    // fd 0 (stdin, /dev/null under `output()`) is not a socket in this child: the start-up hook must refuse, and
-    // the test harness (this binary's `main`) must not run.
-    let output = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .env("CONCURRENCY_RUNTIME_WORKER_FD", "0")
-        .env(
-            "CONCURRENCY_RUNTIME_WORKER_PARENT",
-            std::process::id().to_string(),
-        )
+/// Runs this test binary with the worker marker set to `value` and `stdin` as its
+/// standard input. Should the marker be ignored, the harness runs no test (the filter
+/// matches none), rather than this whole suite again in a child.
+fn run_marked(value: &str, stdin: std::process::Stdio) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "no_test_has_this_name"])
+        .env("CONCURRENCY_RUNTIME_WORKER", value)
+        .stdin(stdin)
         .output()
-        .expect("run");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        output.stdout.is_empty(),
-        "main ran: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("not an open socket") && stderr.contains("without running main"),
-        "{stderr}"
-    );
+        .expect("run")
+}
+
+#[test]
+fn a_worker_marker_without_a_valid_channel_says_why_and_exits_2() {
+    let pid = std::process::id();
+    let settings = |fd: &str, parent: &str| {
+        format!("fd={fd} {parent} depth=1 max_frame=1024 max_depth=2 nested=1 tasks=0 memory=0")
+    };
+    let socket = || {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        (
+            ours,
+            std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+        )
+    };
+    let (_kept, stdin_socket) = socket();
+    let (_kept_too, another_socket) = socket();
+    let cases = [
+        // stdin is /dev/null, not a socket
+        (
+            settings("0", &format!("parent={pid}")),
+            std::process::Stdio::null(),
+            "descriptor 0 is not an open socket".to_string(),
+        ),
+        (
+            "garbage".to_string(),
+            std::process::Stdio::null(),
+            "`garbage` is not a `key=value` setting".to_string(),
+        ),
+        // A channel, but no parent, or not this parent.
+        (
+            settings("0", ""),
+            stdin_socket,
+            "the setting `parent` is missing".to_string(),
+        ),
+        (
+            settings("0", "parent=1"),
+            another_socket,
+            format!("it was started for parent process 1, but its parent is process {pid}"),
+        ),
+    ];
+    for (value, stdin, expected) in cases {
+        let output = run_marked(&value, stdin);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "main ran: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(
+            stderr.contains(&expected) && stderr.contains("without running main"),
+            "{value}: {stderr}"
+        );
+    }
 }
 
 #[cpu_task(process)]

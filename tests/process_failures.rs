@@ -228,11 +228,89 @@ fn serialization_faults_at_each_step_are_typed_and_leave_the_pool_usable() {
         let message = fails_alone(move || {
             let _ = pass_through(fragile(which)).run();
         });
-        assert!(
-            message.starts_with(&format!("task `pass_through` failed {stage}: ")),
-            "{message}"
+        // The message the impl gave is kept (it was once "Serde Serialization Error").
+        let verb = if which % 2 == 0 {
+            "serialize"
+        } else {
+            "deserialize"
+        };
+        assert_eq!(
+            message,
+            format!("task `pass_through` failed {stage}: refused to {verb}"),
         );
     }
+    // serde's own messages too: a derived enum that gets a variant it does not have.
+    let message = fails_alone(|| {
+        let _ = decode_as_small(Small::First).run();
+    });
+    assert_eq!(
+        message,
+        "task `decode_as_small` failed deserializing the arguments in the worker: \
+         invalid value: integer `2`, expected variant index 0 <= i < 2"
+    );
+}
+
+/// Derived `Deserialize`, but serialized as a variant it does not have.
+#[derive(Deserialize, Debug)]
+enum Small {
+    #[allow(dead_code)]
+    First,
+    #[allow(dead_code)]
+    Second,
+}
+
+impl Serialize for Small {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit_variant("Small", 2, "Third")
+    }
+}
+
+#[cpu_task(process)]
+fn decode_as_small(value: Small) -> u8 {
+    value as u8
+}
+
+/// Counts the elements that were serialized.
+struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>, usize);
+
+impl Serialize for Counted {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.1))?;
+        for _ in 0..self.1 {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            seq.serialize_element(&[7u8; 1024][..])?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("never deserialized in this test"))
+    }
+}
+
+#[cpu_task(process)]
+fn takes_counted(value: Counted) -> usize {
+    value.1
+}
+
+#[test]
+fn an_argument_over_the_limit_is_refused_as_soon_as_it_passes_it() {
+    // 64 MiB of 1 KiB elements against the 1 MiB limit: serializing stops at the limit
+    // (about a thousand elements), not after all 65,536.
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&count);
+    let message = fails_alone(move || {
+        let _ = takes_counted(Counted(counted, 64 << 10)).run();
+    });
+    assert!(
+        message.ends_with("exceeds the maximum frame size of 1048576 bytes"),
+        "{message}"
+    );
+    let serialized = count.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(serialized <= 1100, "{serialized} elements serialized");
 }
 
 #[test]

@@ -101,10 +101,25 @@ impl TaskOptions {
 /// The failures `retry_on` accepts, in the order they are documented.
 pub(crate) const RETRY_KINDS: &[&str] = &["panic", "timeout", "crash", "error"];
 
-/// Parses and checks the attribute's arguments, reporting every mistake at once.
-pub(crate) fn parse(attribute: Attribute, tokens: TokenStream) -> syn::Result<TaskOptions> {
-    let raw = Punctuated::<RawOption, Token![,]>::parse_terminated.parse2(tokens)?;
-    let mut errors = Errors::default();
+/// Parses and checks the attribute's arguments, reporting every mistake at once in
+/// `errors`. The options that are valid are returned all the same (a wrong one is
+/// left at its default), so that the function still expands and its call sites do
+/// not report the attribute's mistake again.
+pub(crate) fn parse(attribute: Attribute, tokens: TokenStream, errors: &mut Errors) -> TaskOptions {
+    match Punctuated::<RawOption, Token![,]>::parse_terminated.parse2(tokens) {
+        Ok(raw) => check(attribute, raw, errors),
+        Err(error) => {
+            errors.push(error);
+            TaskOptions::default()
+        }
+    }
+}
+
+fn check(
+    attribute: Attribute,
+    raw: Punctuated<RawOption, Token![,]>,
+    errors: &mut Errors,
+) -> TaskOptions {
     let mut options = TaskOptions::default();
     let mut seen: Vec<String> = Vec::new();
 
@@ -168,8 +183,7 @@ pub(crate) fn parse(attribute: Attribute, tokens: TokenStream) -> syn::Result<Ta
             _ => errors.spanned(&option.key, unknown_option(attribute, &key)),
         }
     }
-    errors.finish()?;
-    Ok(options)
+    options
 }
 
 fn name_value(option: &RawOption) -> syn::Result<LitStr> {

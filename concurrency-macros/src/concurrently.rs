@@ -38,21 +38,22 @@ enum Mode {
 }
 
 impl Mode {
-    /// The runtime's type for this mode.
+    /// The runtime's type for this mode (at `private`'s span).
     fn marker(self, private: Private) -> TokenStream {
         match self {
-            Mode::Values => quote!(#private::Values),
-            Mode::FailFast => quote!(#private::FailFast),
-            Mode::CollectAll => quote!(#private::CollectAll),
+            Mode::Values => quote_spanned!(private.0=> #private::Values),
+            Mode::FailFast => quote_spanned!(private.0=> #private::FailFast),
+            Mode::CollectAll => quote_spanned!(private.0=> #private::CollectAll),
         }
     }
 
-    /// Turns the group's `Result<_, _>` into what the invocation returns.
+    /// Turns the group's `Result<_, _>` into what the invocation returns (at
+    /// `private`'s span).
     fn finish(self, private: Private, outcome: TokenStream) -> TokenStream {
         match self {
-            Mode::Values => quote!(#private::value(#outcome)),
+            Mode::Values => quote_spanned!(private.0=> #private::value(#outcome)),
             Mode::FailFast => outcome,
-            Mode::CollectAll => quote!(#private::settled(#outcome)),
+            Mode::CollectAll => quote_spanned!(private.0=> #private::settled(#outcome)),
         }
     }
 }
@@ -223,13 +224,12 @@ impl Checked {
         let private = Private(Span::call_site());
         match &self.body {
             Body::Calls(calls) => self.expand_calls(private, calls),
-            Body::Each { for_token, iter } => self.expand_each(private, for_token, iter),
+            Body::Each { for_token, iter } => self.expand_each(for_token, iter),
         }
     }
 
     fn expand_calls(&self, private: Private, calls: &[Expr]) -> TokenStream {
         let span = Span::mixed_site();
-        let marker = self.mode.marker(private);
         // The tasks as a list, `Cons(child0, Cons(child1, End))`, built in place in the
         // group's future. Each call is evaluated here, in order, at the macro's site;
         // `as_task` turns a value that is not a task into an error under that call.
@@ -237,10 +237,26 @@ impl Checked {
             .iter()
             .rev()
             .fold(quote!(#private::End::new()), |tail, call| {
-                let child = quote_spanned! {call.span()=>
-                    #private::Child::<_, #marker>::new(#private::as_task(#call))
-                };
-                quote!(#private::Cons::new(#child, #tail))
+                // The value goes through a binding so that `as_task`'s argument and the
+                // `as_task(..)` expression have one span: a value that is not a task is
+                // then reported once, at the call (rustc reports a failed bound once per
+                // span).
+                let at = call.span();
+                // (At the call's own span, not resolved at the macro's site: that would
+                // move the span. The binding is declared after the call is evaluated, so
+                // the call cannot see it.)
+                let task = Ident::new("__concurrency_task", at);
+                let private = Private(at);
+                let marker = self.mode.marker(private);
+                quote_spanned! {at=>
+                    #private::Cons::new(
+                        {
+                            let #task = #call;
+                            #private::Child::<_, #marker>::new(#private::as_task(#task))
+                        },
+                        #tail,
+                    )
+                }
             });
         // The outcomes come back as nested pairs; the invocation gives a flat tuple (a
         // single call gives its value, not a 1-tuple).
@@ -284,24 +300,33 @@ impl Checked {
         }
     }
 
-    fn expand_each(&self, private: Private, for_token: &Token![for], iter: &Expr) -> TokenStream {
-        let tasks = quote_spanned!(for_token.span=> #private::collect_tasks(#iter));
+    fn expand_each(&self, for_token: &Token![for], iter: &Expr) -> TokenStream {
+        // Every use of the tasks is spanned at `for`: an iterator of values that are not
+        // tasks is then reported once (rustc reports a failed bound once per span).
+        let at = for_token.span;
+        let private = Private(at);
+        // (Names at `for` itself: a name resolved at the macro's site would be reported
+        // at the macro's site. The iterator is evaluated before they exist.)
+        let tasks = Ident::new("__concurrency_tasks", at);
+        let kinds = Ident::new("__concurrency_kinds", at);
         let marker = self.mode.marker(private);
-        let run = quote!(#private::run_all::<_, #marker>(__concurrency_tasks));
+        let run = quote_spanned!(at=> #private::run_all::<_, #marker>(#tasks));
         if self.is_async {
-            let finish = self.mode.finish(private, quote!(#run.await));
-            quote! {{
-                let __concurrency_tasks = #tasks;
+            let finish = self.mode.finish(private, quote_spanned!(at=> #run.await));
+            quote_spanned! {at=> {
+                let #tasks = #iter;
+                let #tasks = #private::collect_tasks(#tasks);
                 async move { #finish }
             }}
         } else {
             let finish = self.mode.finish(
                 private,
-                quote!(#private::block_on_group(__concurrency_kinds, #run)),
+                quote_spanned!(at=> #private::block_on_group(#kinds, #run)),
             );
-            quote! {{
-                let __concurrency_tasks = #tasks;
-                let __concurrency_kinds = #private::kind_of_all(&__concurrency_tasks);
+            quote_spanned! {at=> {
+                let #tasks = #iter;
+                let #tasks = #private::collect_tasks(#tasks);
+                let #kinds = #private::kind_of_all(&#tasks);
                 #finish
             }}
         }

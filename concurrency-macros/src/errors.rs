@@ -20,6 +20,11 @@ impl Errors {
         self.errors.push(error);
     }
 
+    /// How many mistakes were reported so far.
+    pub(crate) fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// `Ok(())` when nothing was reported, otherwise every error combined.
     pub(crate) fn finish(self) -> syn::Result<()> {
         let mut errors = self.errors.into_iter();
@@ -43,9 +48,12 @@ pub(crate) fn with_original(error: syn::Error, original: TokenStream) -> TokenSt
     tokens
 }
 
-/// Errors in expression position: a block holding every `compile_error!`, ending in
-/// an expression of type `!` so that the surrounding code gets no follow-on errors.
+/// Errors in expression position: a block holding every `compile_error!`, ending in a
+/// value of whatever type the surrounding code expects, so that it gets no follow-on
+/// errors (and, unlike an expression of type `!`, no "unreachable statement" warning
+/// for the code after it).
 pub(crate) fn in_expression(error: syn::Error) -> TokenStream {
     let errors = error.into_compile_error();
-    quote!({ #errors; loop {} })
+    let private = crate::private::Private(proc_macro2::Span::call_site());
+    quote!({ #errors; #private::not_expanded() })
 }

@@ -251,26 +251,53 @@ fn expand_process(task: &TaskFn<'_>, parts: ProcessParts<'_>) -> TokenStream {
     let idents: Vec<&Ident> = task.args.iter().map(|arg| &arg.ident).collect();
     let types: Vec<&Type> = task.args.iter().map(|arg| arg.ty).collect();
     let pats = task.args.iter().map(|arg| arg.pat);
-    let checks = types
-        .iter()
-        .map(|ty| quote_spanned!(ty.span()=> #private::assert_process_arg::<#ty>();));
-    let ret_check = quote_spanned!(ret_span=> #private::assert_process_output::<#ret>(););
     let span = Span::mixed_site();
+    // One codec per argument type and one for the result, each built (and so checked
+    // to be serde) once, under its type: a type that is not gets one error, there.
+    let codecs: Vec<Ident> = (0..types.len())
+        .map(|index| quote::format_ident!("__CONCURRENCY_ARG{}", index, span = span))
+        .collect();
+    let arg_codecs = codecs.iter().zip(&types).map(|(codec, ty)| {
+        quote_spanned!(ty.span()=>
+            const #codec: #private::ArgCodec<#ty> = #private::arg_codec::<#ty>();
+        )
+    });
+    let result = Ident::new("__CONCURRENCY_RESULT", span);
+    let result_codec = quote_spanned!(ret_span=>
+        const #result: #private::ResultCodec<#ret> = #private::result_codec::<#ret>();
+    );
     let body = Ident::new("__concurrency_body", span);
+    let encode = Ident::new("__concurrency_encode", span);
     let run = Ident::new("__concurrency_run", span);
     let input = Ident::new("__concurrency_input", span);
+    let out = Ident::new("__concurrency_out", span);
+    let limit = Ident::new("__concurrency_limit", span);
     let entry = Ident::new("__CONCURRENCY_ENTRY", span);
     let fn_name = ident.to_string();
     quote! {
         #(#attrs)*
         #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret, #output> {
-            #(#checks)*
-            #ret_check
             #output_check
+            #(#arg_codecs)*
+            #result_codec
             fn #body((#(#pats,)*): (#(#types,)*)) -> #ret #block
-            fn #run(#input: &[u8]) -> ::core::result::Result<::std::vec::Vec<u8>, #private::EntryError> {
-                let args = #private::decode::<(#(#types,)*)>(#input)?;
-                #private::encode(&#body(args))
+            fn #encode(
+                (#(#idents,)*): &(#(#types,)*),
+                #out: &mut ::std::vec::Vec<u8>,
+                #limit: usize,
+            ) -> ::core::result::Result<(), #private::WireError> {
+                #(#codecs.encode(#idents, #out, #limit)?;)*
+                ::core::result::Result::Ok(())
+            }
+            fn #run(
+                #input: &[u8],
+                #out: &mut ::std::vec::Vec<u8>,
+                #limit: usize,
+            ) -> ::core::result::Result<(), #private::EntryError> {
+                let mut #input = #private::Decoder::new(#input);
+                #(let #idents = #codecs.decode(&mut #input)?;)*
+                #private::finish_arguments(&#input)?;
+                #result.encode(&#body((#(#idents,)*)), #out, #limit)
             }
             #[#private::linkme::distributed_slice(#private::PROCESS_TASKS)]
             #[linkme(crate = #private::linkme)]
@@ -278,7 +305,13 @@ fn expand_process(task: &TaskFn<'_>, parts: ProcessParts<'_>) -> TokenStream {
                 id: ::core::concat!(::core::module_path!(), "::", #fn_name, "@", ::core::line!(), ":", ::core::column!()),
                 run: #run,
             };
-            #private::ProcessTask::new(#name, #policy, &#entry, (#(#idents,)*), #body)
+            #private::ProcessTask::new(
+                #name,
+                #policy,
+                &#entry,
+                (#(#idents,)*),
+                (#body, #encode, #result.decoder()),
+            )
         }
     }
 }
@@ -294,4 +327,56 @@ fn mentions_impl(ty: &Type) -> bool {
         })
     }
     scan(ty.to_token_stream())
+}
+
+/// What a function whose signature or body was rejected becomes: the same signature
+/// (receiver, generics, `where` clause, argument types) returning a task type that
+/// never runs, so that its call sites type-check and the compile shows the
+/// attribute's error alone. Its body is never compiled into anything that runs.
+pub(crate) fn stand_in(task: &TaskFn<'_>) -> TokenStream {
+    let function = task.original;
+    let sig = &function.sig;
+    let (attrs, vis, fn_token, ident) = (&function.attrs, &function.vis, &sig.fn_token, &sig.ident);
+    let generics = &sig.generics;
+    let where_clause = &generics.where_clause;
+    let private = Private(Span::call_site());
+    let receiver = task.receiver.map(|receiver| quote!(#receiver,));
+    let types = task.args.iter().map(|arg| arg.ty);
+    // The result type, if the stand-in can name it: not a borrowed or `impl Trait`
+    // type, nor one of the function's own type parameters (a task's result must be
+    // `Send + 'static`, which they need not be).
+    let output = match &sig.output {
+        ReturnType::Type(_, ty) if nameable(ty, generics) => ty.to_token_stream(),
+        _ => quote!(()),
+    };
+    quote! {
+        #(#attrs)*
+        #[allow(unused_variables, clippy::all)]
+        #vis #fn_token #ident #generics (#receiver #(_: #types),*) -> #private::Invalid<#output> #where_clause {
+            ::core::unreachable!()
+        }
+    }
+}
+
+/// Whether `ty` can be a stand-in's result type (see `stand_in`).
+fn nameable(ty: &Type, generics: &syn::Generics) -> bool {
+    let params: Vec<String> = generics
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            syn::GenericParam::Type(param) => Some(param.ident.to_string()),
+            _ => None,
+        })
+        .collect();
+    fn scan(tokens: TokenStream, params: &[String]) -> bool {
+        tokens.into_iter().all(|token| match token {
+            TokenTree::Ident(ident) => {
+                ident != "impl" && ident != "Self" && !params.iter().any(|param| ident == param)
+            }
+            TokenTree::Punct(punct) => punct.as_char() != '&' && punct.as_char() != '\'',
+            TokenTree::Group(group) => scan(group.stream(), params),
+            TokenTree::Literal(_) => true,
+        })
+    }
+    scan(ty.to_token_stream(), &params)
 }

@@ -53,16 +53,22 @@ fn task(
     };
     // Option errors and signature errors are reported together.
     let mut collected = errors::Errors::default();
-    let options = attr::parse(attribute, args).unwrap_or_else(|error| {
-        collected.push(error);
-        attr::TaskOptions::default()
-    });
+    let options = attr::parse(attribute, args, &mut collected);
     let task = ast::TaskFn::from_syn(&function, attribute, options);
-    if let Err(error) = task.validate() {
-        collected.push(error);
-    }
+    // A mistake in the options alone still expands the task, with the options that are
+    // right; a mistake in the signature expands a stand-in with the same signature.
+    // Either way the call sites type-check, so one mistake gives one error.
+    let expanded = if task.validate(&mut collected) {
+        expand::expand(&task)
+    } else {
+        expand::stand_in(&task)
+    };
     match collected.finish() {
-        Ok(()) => expand::expand(&task),
-        Err(error) => errors::with_original(error, item),
+        Ok(()) => expanded,
+        Err(error) => {
+            let mut tokens = error.into_compile_error();
+            tokens.extend(expanded);
+            tokens
+        }
     }
 }

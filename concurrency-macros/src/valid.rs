@@ -1,6 +1,8 @@
 //! Rules a task function must follow, checked before any code is generated.
 //! Every rule here has a compile-fail case under `tests/ui/`.
 
+use proc_macro2::{Delimiter, Ident, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::{ReturnType, Type};
 
 use crate::ast::TaskFn;
@@ -8,8 +10,12 @@ use crate::attr::Attribute;
 use crate::errors::Errors;
 
 impl TaskFn<'_> {
-    pub(crate) fn validate(&self) -> syn::Result<()> {
-        let mut errors = Errors::default();
+    /// Checks the function and its options, reporting every mistake in `errors`.
+    /// `false` if the function cannot be expanded as a task (a mistake in its signature
+    /// or body); mistakes in the options alone leave it expandable with the options that
+    /// are right.
+    pub(crate) fn validate(&self, errors: &mut Errors) -> bool {
+        let before = errors.len();
         let sig = &self.original.sig;
         let display = self.attribute.display();
 
@@ -88,10 +94,11 @@ impl TaskFn<'_> {
             }
         }
         if self.options.process.is_some() {
-            self.validate_process(&mut errors);
+            self.validate_process(errors);
         }
-        self.validate_policy(&mut errors);
-        errors.finish()
+        let expandable = errors.len() == before;
+        self.validate_policy(errors);
+        expandable
     }
 
     /// Options that contradict each other or the function.
@@ -162,7 +169,48 @@ impl TaskFn<'_> {
                 );
             }
         }
+        if let Some(where_clause) = &generics.where_clause {
+            errors.spanned(
+                where_clause,
+                "#[cpu_task(process)] functions cannot have a `where` clause: the worker process \
+                 runs the body as a separate, non-generic function\n\
+                 help: remove the `where` clause (a process task's types are concrete)",
+            );
+        }
+        if let Some(self_token) = find_self(self.original.block.to_token_stream()) {
+            errors.spanned(
+                self_token,
+                "the body of a #[cpu_task(process)] function cannot use `Self`: the worker \
+                 process runs it as a separate function, outside the `impl` block\n\
+                 help: name the type instead (e.g. `Parser::helper()` for `Self::helper()`)",
+            );
+        }
     }
+}
+
+/// The first `Self` in a function body, outside the items the body declares (an `impl`
+/// or `trait` block inside it has a `Self` of its own).
+fn find_self(tokens: TokenStream) -> Option<Ident> {
+    let mut skip_next_block = false;
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) if ident == "Self" => return Some(ident),
+            TokenTree::Ident(ident) if ident == "impl" || ident == "trait" => {
+                skip_next_block = true;
+            }
+            TokenTree::Group(group) if group.delimiter() == Delimiter::Brace && skip_next_block => {
+                skip_next_block = false;
+            }
+            TokenTree::Group(group) => {
+                if let Some(found) = find_self(group.stream()) {
+                    return Some(found);
+                }
+            }
+            TokenTree::Punct(punct) if punct.as_char() == ';' => skip_next_block = false,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The reference type at the top of `ty`, unless it is `&'static`.

@@ -41,6 +41,7 @@ mod error;
 mod executor;
 mod group;
 pub mod process;
+mod sync;
 mod task;
 mod wake;
 

@@ -5,13 +5,25 @@ pub use crate::executor::{Kinds, block_on_group};
 pub use crate::group::{
     Child, CollectAll, Cons, End, FailFast, Group, Tasks, Values, run_all, settled, value,
 };
-pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, decode, encode};
+pub use crate::process::codec::{
+    ArgCodec, DeserializableArgument, DeserializableResult, ResultCodec, SerializableArgument,
+    SerializableResult, arg_codec, finish_arguments, result_codec,
+};
+pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, Run};
+pub use crate::process::wire::{Decoder, Error as WireError};
 pub use crate::task::{
-    AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Limit, OutputKind, Policy,
+    AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Invalid, Limit, OutputKind, Policy,
     ProcessTask, RetryOn, Task, Value,
 };
 pub use core::time::Duration;
-pub use {linkme, serde};
+pub use linkme;
+
+/// The value of a `run_concurrently!` invocation that did not expand (its mistake was
+/// reported): of whatever type the code around it expects. Never called: the program
+/// does not compile.
+pub fn not_expanded<T>() -> T {
+    unreachable!("a `run_concurrently!` invocation with a mistake does not compile")
+}
 
 /// Identity, so that a call that does not return a task is reported under that call,
 /// and only there: for a value that is not a task, the result's type is unknown to
@@ -63,30 +75,6 @@ pub fn assert_arg_send<T: SendArgument + ?Sized>() {}
 
 #[inline(always)]
 pub fn assert_output_send<T: SendOutput + ?Sized>() {}
-
-/// Compile-time check that a process task's argument can be sent to a worker.
-#[diagnostic::on_unimplemented(
-    message = "process task argument `{Self}` cannot be sent to a worker process",
-    label = "this type does not implement `serde::Serialize` + `serde::de::DeserializeOwned`",
-    note = "a process task's arguments are serialized to reach the worker: derive `Serialize` and `Deserialize` for it (serde), or pass a type that has them"
-)]
-pub trait ProcessArgument: serde::Serialize + serde::de::DeserializeOwned {}
-impl<T: serde::Serialize + serde::de::DeserializeOwned> ProcessArgument for T {}
-
-/// Compile-time check that a process task's result can come back from a worker.
-#[diagnostic::on_unimplemented(
-    message = "process task result `{Self}` cannot be sent back from a worker process",
-    label = "this type does not implement `serde::Serialize` + `serde::de::DeserializeOwned`",
-    note = "a process task's result is serialized to come back: derive `Serialize` and `Deserialize` for it (serde), or return a type that has them"
-)]
-pub trait ProcessOutput: serde::Serialize + serde::de::DeserializeOwned {}
-impl<T: serde::Serialize + serde::de::DeserializeOwned> ProcessOutput for T {}
-
-#[inline(always)]
-pub fn assert_process_arg<T: ProcessArgument>() {}
-
-#[inline(always)]
-pub fn assert_process_output<T: ProcessOutput>() {}
 
 /// Compile-time check that a task with `retries` can be called again with the same
 /// arguments.

@@ -4,26 +4,34 @@
 //! distributed slice: the linker gathers the entries into one array, so the registry
 //! is complete before any code runs (a constructor-based registry could still be
 //! empty when the worker's start-up hook runs). A worker runs only tasks found here,
-//! by their stable id `module::path::function`.
+//! by their stable id `module::path::function@line:column`.
+
+use super::wire;
 
 /// Why a worker could not run a task's body.
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum EntryError {
-    /// The arguments did not deserialize.
-    ArgsDecode(String),
-    /// The result did not serialize.
-    ResultEncode(String),
+    /// The arguments did not decode.
+    Arguments(wire::Error),
+    /// The result did not encode.
+    Result(wire::Error),
 }
+
+/// A process task's entry in the worker: decodes the arguments, runs the body, and
+/// appends the encoded result to the buffer, which may hold at most the given number
+/// of bytes in all.
+#[doc(hidden)]
+pub type Run = fn(&[u8], &mut Vec<u8>, usize) -> Result<(), EntryError>;
 
 /// One registered process task.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct ProcessEntry {
-    /// `module_path!()::function`.
+    /// `module_path!()::function@line:column`.
     pub id: &'static str,
-    /// Decodes the arguments, runs the body, encodes the result.
-    pub run: fn(&[u8]) -> Result<Vec<u8>, EntryError>,
+    /// Runs the task (see [`Run`]).
+    pub run: Run,
 }
 
 #[doc(hidden)]
@@ -32,16 +40,4 @@ pub static PROCESS_TASKS: [ProcessEntry];
 
 pub(crate) fn find(id: &str) -> Option<&'static ProcessEntry> {
     PROCESS_TASKS.iter().find(|entry| entry.id == id)
-}
-
-/// Used by the generated `run` of each entry.
-#[doc(hidden)]
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EntryError> {
-    postcard::from_bytes(bytes).map_err(|error| EntryError::ArgsDecode(error.to_string()))
-}
-
-/// Used by the generated `run` of each entry.
-#[doc(hidden)]
-pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, EntryError> {
-    postcard::to_allocvec(value).map_err(|error| EntryError::ResultEncode(error.to_string()))
 }

@@ -15,6 +15,7 @@ mod async_io;
 mod blocking_io;
 mod cpu;
 mod cpu_batch;
+mod invalid;
 mod joined;
 mod output;
 mod policy;
@@ -29,6 +30,7 @@ pub use async_io::AsyncIoTask;
 pub(crate) use async_io::in_tokio_context;
 pub use blocking_io::BlockingIoTask;
 pub use cpu::CpuTask;
+pub use invalid::Invalid;
 pub(crate) use joined::Joined;
 pub use output::{Fallible, OutputKind, TaskErrorType, Value};
 pub(crate) use policy::Named;
@@ -150,8 +152,8 @@ mod sealed {
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a task",
-    label = "expected a call to a #[io_task] or #[cpu_task] function",
-    note = "annotate the function with #[io_task] (I/O) or #[cpu_task] (CPU-bound work) so that calling it returns a task"
+    label = "not a call of a #[io_task] or #[cpu_task] function",
+    note = "calling a function annotated with #[io_task] (I/O) or #[cpu_task] (CPU-bound work) returns a task: annotate the function if it is yours, or call it from the body of such a function"
 )]
 pub trait Task: sealed::Sealed + Send + 'static {
     /// The value the task's body returns.

@@ -7,18 +7,15 @@ use std::task::{Context, Poll};
 
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
-
 use super::output::judge;
 use super::{
     Bodies, Options, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy,
     task_common,
 };
 use crate::error::{BoxError, SerializationStage, TaskError};
+use crate::process::parent::{Job, Outcome, Ticket, submit};
 use crate::process::registry::ProcessEntry;
-use crate::process::{Job, JobControl, submit};
+use crate::process::{protocol, wire};
 
 /// A process task: returned by calling a `#[cpu_task(process)]` function.
 ///
@@ -61,14 +58,26 @@ pub struct ProcessTask<A, R, O = Value> {
     entry: &'static ProcessEntry,
     args: A,
     body: fn(A) -> R,
+    encode_args: EncodeArgs<A>,
+    decode_result: DecodeResult<R>,
     policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
+/// How a task's arguments are encoded (made by `#[cpu_task(process)]`, where the
+/// argument types are checked).
+type EncodeArgs<A> = fn(&A, &mut Vec<u8>, usize) -> Result<(), wire::Error>;
+
+/// How a task's result is decoded.
+type DecodeResult<R> = fn(&[u8]) -> Result<R, wire::Error>;
+
+/// A process task's body and how its arguments and result are encoded.
+type Functions<A, R> = (fn(A) -> R, EncodeArgs<A>, DecodeResult<R>);
+
 impl<A, R, O> ProcessTask<A, R, O>
 where
-    A: Serialize + Send + 'static,
-    R: DeserializeOwned + Send + 'static,
+    A: Send + 'static,
+    R: Send + 'static,
     O: OutputKind<R>,
 {
     /// Used by `#[cpu_task(process)]`.
@@ -78,13 +87,15 @@ where
         policy: Policy,
         entry: &'static ProcessEntry,
         args: A,
-        body: fn(A) -> R,
+        (body, encode_args, decode_result): Functions<A, R>,
     ) -> Self {
         ProcessTask {
             name,
             entry,
             args,
             body,
+            encode_args,
+            decode_result,
             policy: Options::new(policy),
             output: PhantomData,
         }
@@ -95,14 +106,34 @@ where
     pub fn run_inline(self) -> R {
         (self.body)(self.args)
     }
+
+    /// The request frame of this task: its encoded arguments, refused as soon as they
+    /// pass the pool's frame limit.
+    fn request(&self) -> Result<Vec<u8>, TaskError> {
+        let max = crate::process::parent::max_frame_bytes();
+        protocol::request(self.entry.id, max, |out, limit| {
+            (self.encode_args)(&self.args, out, limit)
+        })
+        .map_err(|error| match error {
+            wire::Error::TooLarge { .. } => TaskError::protocol(
+                self.name,
+                format!("the arguments' frame exceeds the maximum frame size of {max} bytes"),
+            ),
+            error => TaskError::serialization(
+                self.name,
+                SerializationStage::ArgumentsOut,
+                error.to_string(),
+            ),
+        })
+    }
 }
 
 task_common!(ProcessTask<A, R, O>);
 
 impl<A, R, O> Task for ProcessTask<A, R, O>
 where
-    A: Serialize + Send + 'static,
-    R: DeserializeOwned + Send + 'static,
+    A: Send + 'static,
+    R: Send + 'static,
     O: OutputKind<R>,
 {
     type Output = R;
@@ -122,32 +153,27 @@ where
 
     fn start(self, _: Start) -> Self::Running {
         let name = self.name;
-        let task_id = self.entry.id;
-        let args = match postcard::to_allocvec(&self.args) {
-            Ok(args) => args,
+        let decode = self.decode_result;
+        let frame = match self.request() {
+            Ok(frame) => frame,
             Err(error) => {
-                let error = TaskError::serialization(
-                    name,
-                    SerializationStage::ArgumentsOut,
-                    error.to_string(),
-                );
                 return Policied::Plain {
-                    attempt: ProcessRunning::failed(name, error),
+                    attempt: ProcessRunning::failed(name, decode, error),
                 };
             }
         };
-        // Every attempt sends the same serialized arguments.
+        // Every attempt sends the same request.
         let bodies = if self.policy.retries() > 0 {
-            Bodies::repeating(move || args.clone())
+            Bodies::repeating(move || frame.clone())
         } else {
-            Bodies::once(args)
+            Bodies::once(frame)
         };
         policy::start(
             name,
             self.policy,
             bodies,
             judge::<O, R>(),
-            move |args, _permit| attempt(name, task_id, args),
+            move |frame, _permit| attempt(name, frame, decode),
         )
     }
 
@@ -162,18 +188,13 @@ where
         if !self.policy.is_plain() {
             return Err(self);
         }
-        let name = self.name;
-        let args = match postcard::to_allocvec(&self.args) {
-            Ok(args) => args,
-            Err(_) => return Err(self), // reported by the regular path
+        let mut frame = match self.request() {
+            Ok(frame) => frame,
+            Err(error) => return Ok(Err(error)),
         };
-        match crate::process::run_here(self.entry.id, name, &args) {
+        match crate::process::parent::run_here(self.name, &mut frame) {
             None => Err(self),
-            Some(answer) => Ok(answer.and_then(|bytes| {
-                postcard::from_bytes(&bytes).map_err(|error| {
-                    TaskError::serialization(name, SerializationStage::ResultIn, error.to_string())
-                })
-            })),
+            Some(outcome) => Ok(decoded(self.name, self.decode_result, outcome)),
         }
     }
 
@@ -182,29 +203,36 @@ where
     }
 }
 
+/// A task's result from its worker's answer.
+fn decoded<R>(
+    name: &'static str,
+    decode: DecodeResult<R>,
+    outcome: Outcome,
+) -> Result<R, TaskError> {
+    outcome.and_then(|bytes| {
+        decode(&bytes).map_err(|error| {
+            TaskError::serialization(name, SerializationStage::ResultIn, error.to_string())
+        })
+    })
+}
+
 /// Sends one attempt of a process task to the pool.
-fn attempt<R>(name: &'static str, task_id: &'static str, args: Vec<u8>) -> ProcessRunning<R> {
-    let (reply, receiver) = oneshot::channel();
-    let control = Arc::new(JobControl::default());
+fn attempt<R>(name: &'static str, frame: Vec<u8>, decode: DecodeResult<R>) -> ProcessRunning<R> {
+    let ticket = Arc::new(Ticket::default());
     submit(Job {
-        task_id,
         name,
-        args,
-        reply,
-        control: Arc::clone(&control),
+        frame,
+        ticket: Arc::clone(&ticket),
     });
     ProcessRunning {
-        state: State::Waiting(receiver, control),
+        state: State::Waiting(ticket),
         name,
-        result: PhantomData,
+        decode,
     }
 }
 
 enum State {
-    Waiting(
-        oneshot::Receiver<Result<Vec<u8>, TaskError>>,
-        Arc<JobControl>,
-    ),
+    Waiting(Arc<Ticket>),
     Failed(Option<TaskError>),
     Done,
 }
@@ -215,7 +243,7 @@ enum State {
 pub struct ProcessRunning<R> {
     state: State,
     name: &'static str,
-    result: PhantomData<fn() -> R>,
+    decode: DecodeResult<R>,
 }
 
 impl<R> super::Named for ProcessRunning<R> {
@@ -225,24 +253,24 @@ impl<R> super::Named for ProcessRunning<R> {
 }
 
 impl<R> ProcessRunning<R> {
-    fn failed(name: &'static str, error: TaskError) -> Self {
+    fn failed(name: &'static str, decode: DecodeResult<R>, error: TaskError) -> Self {
         ProcessRunning {
             state: State::Failed(Some(error)),
             name,
-            result: PhantomData,
+            decode,
         }
     }
 }
 
 impl<R> Drop for ProcessRunning<R> {
     fn drop(&mut self) {
-        if let State::Waiting(_, control) = &self.state {
-            control.cancel();
+        if let State::Waiting(ticket) = &self.state {
+            ticket.cancel();
         }
     }
 }
 
-impl<R: DeserializeOwned> Future for ProcessRunning<R> {
+impl<R> Future for ProcessRunning<R> {
     type Output = Result<R, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -252,23 +280,10 @@ impl<R: DeserializeOwned> Future for ProcessRunning<R> {
                 .take()
                 .unwrap_or_else(|| TaskError::cancelled(name)))),
             State::Done => Poll::Ready(Err(TaskError::cancelled(name))),
-            State::Waiting(receiver, _) => {
-                let received = match Pin::new(receiver).poll(cx) {
-                    Poll::Ready(received) => received,
-                    Poll::Pending => return Poll::Pending,
-                };
+            State::Waiting(ticket) => {
+                let outcome = std::task::ready!(ticket.poll_outcome(cx));
                 self.state = State::Done;
-                Poll::Ready(match received {
-                    Ok(Ok(bytes)) => postcard::from_bytes(&bytes).map_err(|error| {
-                        TaskError::serialization(
-                            name,
-                            SerializationStage::ResultIn,
-                            error.to_string(),
-                        )
-                    }),
-                    Ok(Err(error)) => Err(error),
-                    Err(_) => Err(TaskError::cancelled(name)),
-                })
+                Poll::Ready(decoded(name, self.decode, outcome))
             }
         }
     }

@@ -1,0 +1,12 @@
+//! The parent's side of the process pool: the queue of tasks, the driver threads that
+//! stream them to the workers, and the handles of the worker processes.
+
+mod cancel_line;
+mod driver;
+mod handle;
+mod pool;
+mod queue;
+mod spawn;
+
+pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};
+pub(crate) use queue::{Job, Outcome, Ticket};
