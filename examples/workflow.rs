@@ -48,7 +48,7 @@ async fn fetch_config(service: String) -> (String, Report) {
 #[io_task]
 fn read_source(path: String) -> (Vec<u8>, Report) {
     let started = Instant::now();
-    let bytes = std::fs::read(&path).unwrap_or_default();
+    let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
     std::thread::sleep(Duration::from_millis(200)); // a slow disk or network share
     (bytes, Report::new("read_source", started))
 }
@@ -76,7 +76,12 @@ fn main() {
     let started = Instant::now();
     let ((config, r1), (source, r2), (sum, r3)) = run_concurrently!(
         fetch_config("inventory-api".to_string()),
-        read_source(file!().to_string()),
+        // This example's own source, wherever the example is started from.
+        read_source(
+            concurrency_examples::package_file("workflow.rs")
+                .display()
+                .to_string()
+        ),
         checksum(20_000_000),
     );
     println!(

@@ -75,7 +75,7 @@ fn write_atomically(path: &str, text: &str) {
 
 /// Whether a process with this pid exists (a zombie counts: it is not reaped yet).
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    support::is_alive(pid)
 }
 
 fn assert_timed_out(error: &TaskError, task: &str, after: Duration) {

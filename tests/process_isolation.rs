@@ -80,19 +80,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3 is the state; a zombie has already died.
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn workers_die_with_a_sigkilled_parent() {
     let worker = watchdog(|| {
@@ -114,14 +101,14 @@ fn workers_die_with_a_sigkilled_parent() {
                     .and_then(|pid| pid.trim().parse::<u32>().ok())
             })
             .expect("the helper's worker reports its pid");
-        assert!(is_alive(pid));
+        assert!(support::is_alive(pid));
         helper.0.kill().expect("SIGKILL the helper");
         helper.0.wait().expect("reap the helper");
         pid
     });
     // The worker is busy in its task, so only the death signal can end it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while is_alive(worker) {
+    while support::is_alive(worker) {
         assert!(
             Instant::now() < deadline,
             "worker {worker} outlived its SIGKILLed parent"

@@ -1,11 +1,12 @@
 //! A thousand process tasks, crashes included, leave no zombie and no leaked file
-//! descriptor. Alone in its test binary: it counts the whole process's fds.
+//! descriptor. In a test binary of its own: it counts the whole process's children
+//! and descriptors.
 
 mod support;
 
 use concurrency_runtime::process::{self, PoolConfig};
 use concurrency_runtime::{cpu_task, run_concurrently};
-use support::{expect_panic, watchdog};
+use support::{children, expect_panic, watchdog, zombies};
 
 #[cpu_task(process)]
 fn double(n: u64) -> u64 {
@@ -29,29 +30,6 @@ fn open_fds() -> usize {
         .count()
 }
 
-fn children() -> Vec<(u32, String)> {
-    let mut children = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .expect("tasks")
-        .flatten()
-    {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for pid in list
-            .split_whitespace()
-            .filter_map(|pid| pid.parse::<u32>().ok())
-        {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap_or("?");
-            children.push((pid, state.to_owned()));
-        }
-    }
-    children
-}
-
 /// Runs naps until both slots have a live worker.
 fn both_workers_live() {
     for _ in 0..50 {
@@ -63,8 +41,12 @@ fn both_workers_live() {
     panic!("the pool never had two live workers");
 }
 
+/// The tests here count the whole process's children and descriptors: one at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_thousand_tasks_leave_no_zombie_and_no_leaked_fd() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     process::configure(PoolConfig::default().workers(2)).expect("configure");
     watchdog(|| {
         both_workers_live();
@@ -80,11 +62,7 @@ fn a_thousand_tasks_leave_no_zombie_and_no_leaked_fd() {
         }
 
         both_workers_live();
-        let zombies: Vec<_> = children()
-            .into_iter()
-            .filter(|(_, state)| state == "Z")
-            .collect();
-        assert!(zombies.is_empty(), "zombie workers: {zombies:?}");
+        assert_eq!(zombies(), Vec::<u32>::new(), "zombie workers");
         assert!(
             children().len() <= 2,
             "only the pool's workers remain: {:?}",
@@ -92,4 +70,27 @@ fn a_thousand_tasks_leave_no_zombie_and_no_leaked_fd() {
         );
         assert_eq!(open_fds(), fds_before, "file descriptors leaked");
     });
+}
+
+#[test]
+fn the_zombie_check_finds_a_child_that_was_not_reaped() {
+    // The check above must be able to fail: a child that exits and is not waited for
+    // is a zombie, and `zombies()` lists it until it is reaped.
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    let found = watchdog(move || {
+        while !zombies().contains(&pid) {
+            std::thread::yield_now();
+        }
+        true
+    });
+    assert!(found);
+    child.wait().expect("reap");
+    assert!(
+        !zombies().contains(&pid),
+        "reaped, it is no zombie any more"
+    );
 }

@@ -43,19 +43,6 @@ fn big_argument(data: Vec<u8>) -> usize {
     data.len()
 }
 
-fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
-        Err(error) => panic!("cannot read /proc/{pid}/stat: {error}"),
-    }
-}
-
 fn assert_timed_out(error: TaskError) {
     assert!(error.is_timeout(), "{error}");
 }
@@ -70,7 +57,10 @@ fn a_worker_stuck_in_the_middle_of_an_answer_is_replaced_at_the_deadline() {
         (wedged, worker_pid().run())
     });
     assert_ne!(wedged, after, "the wedged worker was replaced");
-    assert!(!is_alive(wedged), "the wedged worker was killed and reaped");
+    assert!(
+        !support::is_alive(wedged),
+        "the wedged worker was killed and reaped"
+    );
     assert_eq!(process::worker_pids(), [after]);
 }
 
@@ -92,7 +82,7 @@ fn a_stopped_worker_that_cannot_take_a_request_is_replaced_at_the_deadline() {
     });
     assert_ne!(stopped, after, "the stopped worker was replaced");
     assert!(
-        !is_alive(stopped),
+        !support::is_alive(stopped),
         "the stopped worker was killed and reaped"
     );
     assert_eq!(process::worker_pids(), [after]);

@@ -6,8 +6,8 @@ pub use crate::group::{
     Child, CollectAll, Cons, End, FailFast, Group, Tasks, Values, run_all, settled, value,
 };
 pub use crate::process::codec::{
-    ArgCodec, DeserializableArgument, DeserializableResult, ResultCodec, SerializableArgument,
-    SerializableResult, arg_codec, finish_arguments, result_codec,
+    ArgCodec, ProcessArgument, ProcessOutput, ResultCodec, arg_codec, finish_arguments,
+    result_codec,
 };
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, Run};
 pub use crate::process::wire::{Decoder, Error as WireError};

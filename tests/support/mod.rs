@@ -83,3 +83,76 @@ impl Meeting {
         *arrived >= self.count
     }
 }
+
+/// Fails the test unless `/proc` describes this process: a check that reads `/proc`
+/// and finds nothing there must never pass for that reason.
+fn proc_works() {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat")
+            .unwrap_or_else(|error| panic!("this test needs /proc: {error}"));
+        assert!(
+            stat.starts_with(&format!("{} (", std::process::id())),
+            "/proc/self/stat does not describe this process: {stat}"
+        );
+    });
+}
+
+/// The state (`R`, `S`, `T`, `Z`...) and parent of a process, from `/proc/<pid>/stat`;
+/// `None` if there is no such process.
+pub fn process_stat(pid: u32) -> Option<(char, u32)> {
+    proc_works();
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => panic!("cannot read /proc/{pid}/stat: {error}"),
+    }
+}
+
+fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    // `pid (name) state ppid ...`; the name may hold spaces and parentheses.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether a process exists and has not died (a zombie has).
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_stat(pid), Some((state, _)) if state != 'Z')
+}
+
+/// This process's children and their states, from a scan of every `/proc/<pid>/stat`
+/// (this kernel has no `/proc/<pid>/task/<tid>/children`).
+pub fn children() -> Vec<(u32, char)> {
+    proc_works();
+    let me = std::process::id();
+    let mut children = Vec::new();
+    let mut saw_self = false;
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let entry = entry.expect("a /proc entry");
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A process may end while the directory is read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (state, parent) = parse_stat(&stat).expect("a /proc/<pid>/stat line");
+        saw_self |= pid == me;
+        if parent == me {
+            children.push((pid, state));
+        }
+    }
+    assert!(saw_self, "the scan of /proc did not find this process");
+    children
+}
+
+/// This process's zombie children.
+pub fn zombies() -> Vec<u32> {
+    children()
+        .into_iter()
+        .filter(|(_, state)| *state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}

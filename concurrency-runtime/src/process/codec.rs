@@ -3,8 +3,8 @@
 //! `#[cpu_task(process)]` makes one codec per argument type and one for the result
 //! type, each a constant built where the type is written. Serde's bounds are checked
 //! there and nowhere else (the task value and the worker's entry only call the codecs'
-//! function pointers), so a type that is not serde gets an error under that type for
-//! each trait it lacks (`Serialize`, `Deserialize`), and no other.
+//! function pointers), so a type that is not serde gets one error, under that type,
+//! with the message of [`ProcessArgument`] or [`ProcessOutput`], and no other.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,39 +14,25 @@ use super::wire::{self, Decoder};
 
 /// Compile-time check that a process task's argument can be sent to a worker.
 #[diagnostic::on_unimplemented(
-    message = "process task argument `{Self}` cannot be sent to a worker process: it does not implement `serde::Serialize`",
-    label = "not `Serialize`",
+    message = "process task argument `{Self}` cannot be sent to a worker process",
+    label = "this type must implement `serde::Serialize` and `serde::Deserialize`",
     note = "a process task's arguments are serialized to reach the worker: derive `Serialize` and `Deserialize` for it (serde), or pass a type that has them"
 )]
-pub trait SerializableArgument: Serialize {}
-impl<T: Serialize> SerializableArgument for T {}
+pub trait ProcessArgument: Serialize + DeserializeOwned {}
+// Not shown in errors: a type that lacks either trait gets this trait's one message,
+// not one error per missing serde trait with lists of serde's impls.
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> ProcessArgument for T {}
 
-/// Compile-time check that a worker can read a process task's argument.
+/// Compile-time check that a process task's result can come back from a worker.
 #[diagnostic::on_unimplemented(
-    message = "process task argument `{Self}` cannot be sent to a worker process: it does not implement `serde::Deserialize`",
-    label = "not `Deserialize`",
-    note = "a process task's arguments are serialized to reach the worker: derive `Serialize` and `Deserialize` for it (serde), or pass a type that has them"
-)]
-pub trait DeserializableArgument: DeserializeOwned {}
-impl<T: DeserializeOwned> DeserializableArgument for T {}
-
-/// Compile-time check that a worker can send back a process task's result.
-#[diagnostic::on_unimplemented(
-    message = "process task result `{Self}` cannot be sent back from a worker process: it does not implement `serde::Serialize`",
-    label = "not `Serialize`",
+    message = "process task result `{Self}` cannot be sent back from a worker process",
+    label = "this type must implement `serde::Serialize` and `serde::Deserialize`",
     note = "a process task's result is serialized to come back: derive `Serialize` and `Deserialize` for it (serde), or return a type that has them"
 )]
-pub trait SerializableResult: Serialize {}
-impl<T: Serialize> SerializableResult for T {}
-
-/// Compile-time check that the caller can read a process task's result.
-#[diagnostic::on_unimplemented(
-    message = "process task result `{Self}` cannot be sent back from a worker process: it does not implement `serde::Deserialize`",
-    label = "not `Deserialize`",
-    note = "a process task's result is serialized to come back: derive `Serialize` and `Deserialize` for it (serde), or return a type that has them"
-)]
-pub trait DeserializableResult: DeserializeOwned {}
-impl<T: DeserializeOwned> DeserializableResult for T {}
+pub trait ProcessOutput: Serialize + DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> ProcessOutput for T {}
 
 type Encode<T> = fn(&T, &mut Vec<u8>, usize) -> Result<(), wire::Error>;
 
@@ -58,7 +44,7 @@ pub struct ArgCodec<T> {
 }
 
 /// The codec of argument type `T` (the check that it is serde).
-pub const fn arg_codec<T: SerializableArgument + DeserializableArgument>() -> ArgCodec<T> {
+pub const fn arg_codec<T: ProcessArgument>() -> ArgCodec<T> {
     ArgCodec {
         encode: encode::<T>,
         decode: decode_next::<T>,
@@ -92,7 +78,7 @@ pub struct ResultCodec<T> {
 }
 
 /// The codec of result type `T` (the check that it is serde).
-pub const fn result_codec<T: SerializableResult + DeserializableResult>() -> ResultCodec<T> {
+pub const fn result_codec<T: ProcessOutput>() -> ResultCodec<T> {
     ResultCodec {
         encode: encode::<T>,
         decode: decode_whole::<T>,

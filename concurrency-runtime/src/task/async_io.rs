@@ -101,6 +101,8 @@ where
 
 task_common!(AsyncIoTask<F, O>);
 
+// Not listed in errors: a value that is not a task gets `Task`\'s own message.
+#[diagnostic::do_not_recommend]
 impl<F, O> Task for AsyncIoTask<F, O>
 where
     F: Future + Send + 'static,

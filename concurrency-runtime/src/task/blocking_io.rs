@@ -80,6 +80,8 @@ where
 
 task_common!(BlockingIoTask<F, O>);
 
+// Not listed in errors: a value that is not a task gets `Task`\'s own message.
+#[diagnostic::do_not_recommend]
 impl<F, T, O> Task for BlockingIoTask<F, O>
 where
     F: FnOnce() -> T + Send + 'static,

@@ -83,6 +83,8 @@ where
 
 task_common!(CpuTask<F, O>);
 
+// Not listed in errors: a value that is not a task gets `Task`\'s own message.
+#[diagnostic::do_not_recommend]
 impl<F, T, O> Task for CpuTask<F, O>
 where
     F: FnOnce() -> T + Send + 'static,

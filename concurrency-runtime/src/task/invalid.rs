@@ -33,6 +33,8 @@ impl<R> Invalid<R> {
 
 task_common!(Invalid<R>);
 
+// Not listed in errors: a value that is not a task gets `Task`\'s own message.
+#[diagnostic::do_not_recommend]
 impl<R: Send + 'static> Task for Invalid<R> {
     type Output = R;
     type Ok = R;

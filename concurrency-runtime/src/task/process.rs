@@ -130,6 +130,8 @@ where
 
 task_common!(ProcessTask<A, R, O>);
 
+// Not listed in errors: a value that is not a task gets `Task`\'s own message.
+#[diagnostic::do_not_recommend]
 impl<A, R, O> Task for ProcessTask<A, R, O>
 where
     A: Send + 'static,

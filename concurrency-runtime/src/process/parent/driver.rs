@@ -95,12 +95,14 @@ pub(crate) fn drive(pool: &Pool, slot: usize, wake: Arc<Wake>) {
                         job.ticket
                             .finish(Err(TaskError::spawn_failed(job.name, error.to_string())));
                     }
+                    pool.queue.idle();
                     continue;
                 }
             },
         };
         driver.add(jobs);
         driver.run();
+        pool.queue.idle();
         match driver.worker.take() {
             Some(worker) if worker.retiring => {
                 pool.set_pid(slot, None);

@@ -120,10 +120,31 @@ impl Ticket {
 /// Tasks waiting for a worker, first come, first served.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    jobs: Mutex<VecDeque<Job>>,
+    jobs: Mutex<Jobs>,
     available: Condvar,
     /// How many drivers share the queue (for each one's fair share).
     drivers: usize,
+}
+
+/// The queued jobs, and how many drivers have work.
+#[derive(Debug)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    /// Drivers whose worker has requests in flight (see `Queue::take_more`).
+    busy: usize,
+}
+
+impl std::ops::Deref for Jobs {
+    type Target = VecDeque<Job>;
+    fn deref(&self) -> &VecDeque<Job> {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for Jobs {
+    fn deref_mut(&mut self) -> &mut VecDeque<Job> {
+        &mut self.queue
+    }
 }
 
 /// How long an idle driver looks for a new job before it sleeps: a caller that just
@@ -134,7 +155,10 @@ const SPIN_FOR_JOBS: Duration = Duration::from_micros(50);
 impl Queue {
     pub(crate) fn new(drivers: usize, first: Option<Job>) -> Self {
         Queue {
-            jobs: Mutex::new(first.into_iter().collect()),
+            jobs: Mutex::new(Jobs {
+                queue: first.into_iter().collect(),
+                busy: 0,
+            }),
             available: Condvar::new(),
             drivers: drivers.max(1),
         }
@@ -150,7 +174,7 @@ impl Queue {
     }
 
     /// Waits for work, then takes a fair share of the queue: at least one job, at most
-    /// `room`.
+    /// `room`. The driver counts as busy from then on, until it calls `idle`.
     pub(crate) fn wait_for_jobs(&self, room: usize, bytes: usize) -> Vec<Job> {
         let started = Instant::now();
         let mut jobs = lock(&self.jobs);
@@ -165,7 +189,14 @@ impl Queue {
                 .wait(jobs)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        jobs.busy += 1;
         self.share(&mut jobs, room, bytes)
+    }
+
+    /// A driver that `wait_for_jobs` made busy has nothing in flight any more.
+    pub(crate) fn idle(&self) {
+        let mut jobs = lock(&self.jobs);
+        jobs.busy = jobs.busy.saturating_sub(1);
     }
 
     /// Takes jobs for a driver whose worker just became idle, without waiting: its share
@@ -178,12 +209,14 @@ impl Queue {
         self.share(&mut jobs, room, bytes)
     }
 
-    /// Takes more jobs for a driver whose worker is busy, without waiting: its share of
-    /// the queue, possibly nothing (a busy worker takes no job that an idle one could
-    /// start now).
+    /// Takes more jobs for a driver whose worker is busy, without waiting, so that its
+    /// worker never waits between tasks: its share of the queue once every driver is
+    /// busy and more than two jobs per driver wait, else nothing. A job sent to a busy
+    /// worker waits for the tasks before it (which may be long), so a busy driver takes
+    /// no job that an idle one could start now, nor one of the last few.
     pub(crate) fn take_more(&self, room: usize, bytes: usize) -> Vec<Job> {
         let mut jobs = lock(&self.jobs);
-        if jobs.len() < self.drivers || room == 0 {
+        if jobs.busy < self.drivers || jobs.len() < 2 * self.drivers || room == 0 {
             return Vec::new();
         }
         self.share(&mut jobs, room, bytes)
@@ -192,7 +225,7 @@ impl Queue {
     /// This driver's share of the jobs: the queue divided among the drivers (so that
     /// one driver does not hoard what another could run), at least one, at most
     /// `room` and, beyond the first, at most `bytes` of frames.
-    fn share(&self, jobs: &mut VecDeque<Job>, room: usize, bytes: usize) -> Vec<Job> {
+    fn share(&self, jobs: &mut Jobs, room: usize, bytes: usize) -> Vec<Job> {
         let take = (jobs.len() / self.drivers).clamp(1, room.max(1));
         let mut total = 0;
         let take = jobs
@@ -242,16 +275,25 @@ mod tests {
     #[test]
     fn drivers_take_fair_shares_within_their_room_and_bytes() {
         let queue = Queue::new(2, None);
+        queue.push(job(100));
+        queue.push(job(100));
+        // Two drivers start, one job each: both busy.
+        assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
+        queue.push(job(100));
+        // A busy driver leaves jobs to a driver that is not busy yet.
+        assert_eq!(queue.take_more(64, 1 << 20).len(), 0);
+        assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
+        assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         for _ in 0..10 {
             queue.push(job(100));
         }
         assert_eq!(queue.take_more(64, 150).len(), 2); // the first, then 150 bytes at most
         assert_eq!(queue.take_more(64, 1 << 20).len(), 4); // half of the eight left
         assert_eq!(queue.take_more(1, 1 << 20).len(), 1); // its room
-        assert_eq!(queue.take_more(64, 1 << 20).len(), 1);
-        assert_eq!(queue.take_more(64, 1 << 20).len(), 1);
-        // One left: a busy driver leaves it to an idle one.
+        // Three left: the last few go to drivers that become idle.
         assert_eq!(queue.take_more(64, 1 << 20).len(), 0);
+        assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
+        assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         queue.requeue(vec![job(1), job(2)].into_iter());
         let head = queue.take_idle(64, 1 << 20);
