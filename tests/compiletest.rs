@@ -4,5 +4,13 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    cases.compile_fail("ui/*/*.rs");
+    for folder in ["cpu_task", "io_task", "options", "run_concurrently"] {
+        cases.compile_fail(format!("ui/{folder}/*.rs"));
+    }
+    if cfg!(feature = "process") {
+        cases.compile_fail("ui/process/*.rs");
+    } else {
+        // `cargo test --no-default-features`: a process task says to enable it.
+        cases.compile_fail("ui/no_process/*.rs");
+    }
 }

@@ -1,6 +1,9 @@
 //! Failure semantics: typed errors, fail-fast and collect-all groups, timeouts,
 //! retries, limits and cancellation, on every placement.
 
+// Without the `process` feature, the helpers of the process-task tests are unused.
+#![cfg_attr(not(feature = "process"), allow(dead_code, unused_imports))]
+
 mod support;
 
 use std::future::{Future, IntoFuture};
@@ -23,6 +26,7 @@ use support::{WATCHDOG, expect_panic, watchdog};
 fn setup() {
     static SETUP: std::sync::Once = std::sync::Once::new();
     SETUP.call_once(|| {
+        #[cfg(feature = "process")]
         concurrency_runtime::process::configure(
             concurrency_runtime::process::PoolConfig::default().workers(2),
         )
@@ -145,6 +149,7 @@ fn crunches_past_deadline(saw_cancel: mpsc::Sender<bool>) -> u64 {
     n
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process, timeout = "300ms")]
 fn sleeps_in_worker(pid_file: String) -> u32 {
     write_atomically(&pid_file, &std::process::id().to_string());
@@ -152,6 +157,7 @@ fn sleeps_in_worker(pid_file: String) -> u32 {
     1
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process)]
 fn sleeps_in_worker_forever(pid_file: String) -> u32 {
     write_atomically(&pid_file, &std::process::id().to_string());
@@ -159,12 +165,14 @@ fn sleeps_in_worker_forever(pid_file: String) -> u32 {
     1
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process)]
 fn leaves_a_mark(path: String) -> u32 {
     std::fs::write(&path, "ran").expect("write mark");
     1
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process)]
 fn worker_pid() -> u32 {
     std::process::id()
@@ -191,6 +199,7 @@ async fn parse_async(text: String) -> Result<u32, String> {
     text.parse().map_err(|_| format!("not a number: {text}"))
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process)]
 fn parse_in_worker(text: String) -> Result<u32, String> {
     text.parse().map_err(|_| format!("not a number: {text}"))
@@ -232,6 +241,7 @@ fn flaky_cpu_panics(attempts: Arc<AtomicU32>) -> u32 {
     attempt
 }
 
+#[cfg(feature = "process")]
 #[cpu_task(process, retries = 2, retry_on = [crash])]
 fn crashes_twice(counter_file: String) -> u32 {
     let attempt = std::fs::read_to_string(&counter_file)
@@ -344,6 +354,7 @@ fn a_cpu_timeout_returns_at_the_deadline_and_raises_the_cancel_flag() {
     assert_eq!(reports.recv_timeout(WATCHDOG), Ok(true));
 }
 
+#[cfg(feature = "process")]
 #[test]
 fn a_process_timeout_kills_the_worker_and_the_pool_carries_on() {
     setup();
@@ -417,16 +428,19 @@ fn retries_succeed_on_the_third_attempt_on_every_placement() {
     assert_eq!(watchdog(move || flaky_cpu_panics(counter).run()), 3);
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 
-    let counter_file = scratch("crashes_twice.count");
-    let path = counter_file.to_string_lossy().into_owned();
-    assert_eq!(
-        watchdog(move || crashes_twice(path).try_run()).expect("third"),
-        3
-    );
-    assert_eq!(
-        std::fs::read_to_string(&counter_file).expect("counter"),
-        "3"
-    );
+    #[cfg(feature = "process")]
+    {
+        let counter_file = scratch("crashes_twice.count");
+        let path = counter_file.to_string_lossy().into_owned();
+        assert_eq!(
+            watchdog(move || crashes_twice(path).try_run()).expect("third"),
+            3
+        );
+        assert_eq!(
+            std::fs::read_to_string(&counter_file).expect("counter"),
+            "3"
+        );
+    }
 }
 
 #[test]
@@ -501,12 +515,15 @@ fn a_result_returning_task_gives_its_error_back_typed() {
         error.to_string(),
         "task `parse_async` failed: not a number: y"
     );
-    let error = watchdog(|| parse_in_worker("z".into()).try_run()).expect_err("process");
-    assert_eq!(
-        error.to_string(),
-        "task `parse_in_worker` failed: not a number: z"
-    );
-    assert!(matches!(error.into_kind(), TaskErrorKind::Failed { .. }));
+    #[cfg(feature = "process")]
+    {
+        let error = watchdog(|| parse_in_worker("z".into()).try_run()).expect_err("process");
+        assert_eq!(
+            error.to_string(),
+            "task `parse_in_worker` failed: not a number: z"
+        );
+        assert!(matches!(error.into_kind(), TaskErrorKind::Failed { .. }));
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -546,6 +563,7 @@ fn try_mode_works_in_async_and_collection_forms() {
     assert_eq!(failed.expect_err("three").task(), "parse");
 }
 
+#[cfg(feature = "process")]
 #[test]
 fn collect_all_keeps_every_outcome_in_argument_order() {
     setup();
@@ -575,6 +593,7 @@ fn collect_all_keeps_every_outcome_in_argument_order() {
     assert!(y.is_err());
 }
 
+#[cfg(feature = "process")]
 #[test]
 fn fail_fast_kills_a_long_running_process_sibling() {
     setup();
@@ -625,6 +644,7 @@ fn a_limit_is_never_exceeded() {
 // ---------------------------------------------------------------------------------
 // Cancellation by dropping
 
+#[cfg(feature = "process")]
 #[test]
 fn dropping_a_group_cancels_async_and_process_tasks() {
     setup();
@@ -653,6 +673,7 @@ fn dropping_a_group_cancels_async_and_process_tasks() {
     assert_ne!(watchdog(|| worker_pid().run()), pid);
 }
 
+#[cfg(feature = "process")]
 #[test]
 fn dropping_an_awaited_process_task_kills_its_worker() {
     setup();
@@ -672,6 +693,7 @@ fn dropping_an_awaited_process_task_kills_its_worker() {
     );
 }
 
+#[cfg(feature = "process")]
 #[test]
 fn queued_process_tasks_of_a_dropped_group_never_start() {
     setup();

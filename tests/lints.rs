@@ -14,7 +14,8 @@ mod tasks {
     #[io_task] pub async fn fetch(n: u64) -> u64 { n + 1 }
     #[io_task] pub fn download(n: u64) -> u64 { n + 2 }
     #[cpu_task] pub fn crunch(n: u64) -> u64 { n + 3 }
-    #[cpu_task(process)] pub fn isolated(n: u64) -> u64 { n + 4 }
+    #[cfg(feature = "process")] #[cpu_task(process)] pub fn isolated(n: u64) -> u64 { n + 4 }
+    #[cfg(not(feature = "process"))] #[cpu_task] pub fn isolated(n: u64) -> u64 { n + 4 }
     #[cpu_task(retries = 1)] pub fn retried(n: u64) -> u64 { n + 5 }
     #[io_task(timeout = "10s")] pub fn parse(text: String) -> Result<u64, std::num::ParseIntError> { text.parse() }
     #[io_task] pub fn nothing() {}

@@ -16,6 +16,19 @@ pub(crate) struct TaskFn<'a> {
     pub(crate) receiver: Option<&'a Receiver>,
 }
 
+/// Where a task runs; each has its expansion in `expand/`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlacementKind {
+    /// `#[io_task] async fn`.
+    AsyncIo,
+    /// `#[io_task] fn`.
+    BlockingIo,
+    /// `#[cpu_task] fn` (an `async fn` is rejected before expansion).
+    Cpu,
+    /// `#[cpu_task(process)] fn`.
+    Process,
+}
+
 /// One argument: the user's pattern and type, and the hidden name the generated
 /// outer function binds it to before moving it into the task.
 pub(crate) struct Arg<'a> {
@@ -89,8 +102,19 @@ impl<'a> TaskFn<'a> {
         }
     }
 
-    pub(crate) fn is_process(&self) -> bool {
-        self.options.process.is_some()
+    /// Where the task runs: the attribute, `async`, and the `process` option decide
+    /// it, here and nowhere else.
+    pub(crate) fn placement(&self) -> PlacementKind {
+        match (
+            self.attribute,
+            self.is_async(),
+            self.options.process.is_some(),
+        ) {
+            (Attribute::IoTask, true, _) => PlacementKind::AsyncIo,
+            (Attribute::IoTask, false, _) => PlacementKind::BlockingIo,
+            (Attribute::CpuTask, _, true) => PlacementKind::Process,
+            (Attribute::CpuTask, _, false) => PlacementKind::Cpu,
+        }
     }
 
     /// Whether the return type is written as a `Result` (any path ending in

@@ -2,8 +2,10 @@
 //!
 //! Options are `key = value` pairs or bare flags, separated by commas. Parsing is
 //! two steps: the tokens become a list of [`RawOption`]s (pure syntax), then each is
-//! checked against the table of options the attribute accepts. Adding an option means
-//! adding a row to [`Attribute::options`] and a field to [`TaskOptions`].
+//! looked up in [`OPTIONS`], the one table of options: it says which attribute takes
+//! each, parses and checks its value, and gives the list that error messages (and
+//! the did-you-mean suggestion) use; a test checks that the documentation lists the
+//! same. Adding an option means adding a row there and a field to [`TaskOptions`].
 
 use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
@@ -29,18 +31,99 @@ impl Attribute {
     }
 
     /// The options this attribute accepts, in the order they are documented.
-    fn options(self) -> &'static [&'static str] {
-        match self {
-            Attribute::IoTask => &["name", "timeout", "retries", "backoff", "retry_on", "limit"],
-            Attribute::CpuTask => &[
-                "name", "process", "timeout", "retries", "backoff", "retry_on", "limit",
-            ],
-        }
+    pub(crate) fn options(self) -> impl Iterator<Item = &'static OptionSpec> {
+        OPTIONS
+            .iter()
+            .filter(move |option| option.on.contains(&self))
     }
 }
 
+/// One option of the attributes: its key, the attributes that take it, and how its
+/// value is parsed and checked into [`TaskOptions`].
+pub(crate) struct OptionSpec {
+    pub(crate) key: &'static str,
+    pub(crate) on: &'static [Attribute],
+    parse: fn(&RawOption, &mut TaskOptions, &mut Errors),
+}
+
+const BOTH: &[Attribute] = &[Attribute::IoTask, Attribute::CpuTask];
+
+/// Every option, in the order they are documented.
+pub(crate) const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "name",
+        on: BOTH,
+        parse: |option, options, errors| match name_value(option) {
+            Ok(name) => options.name = Some(name),
+            Err(error) => errors.push(error),
+        },
+    },
+    OptionSpec {
+        key: "process",
+        on: &[Attribute::CpuTask],
+        parse: |option, options, errors| match &option.value {
+            None => options.process = Some(option.key.clone()),
+            Some(value) => errors.spanned(
+                value,
+                "`process` is a flag and takes no value: write `#[cpu_task(process)]`",
+            ),
+        },
+    },
+    OptionSpec {
+        key: "timeout",
+        on: BOTH,
+        parse: |option, options, errors| match duration_value(option, "timeout", "2s") {
+            Ok(value) if value.is_zero() => {
+                errors.spanned(option.value.as_ref(), "`timeout` must be longer than zero")
+            }
+            Ok(value) => options.timeout = Some(valued(option, value)),
+            Err(error) => errors.push(error),
+        },
+    },
+    OptionSpec {
+        key: "retries",
+        on: BOTH,
+        parse: |option, options, errors| match count_value::<u32>(option, "retries", "3") {
+            Ok(0) => errors.spanned(
+                option.value.as_ref(),
+                "`retries = 0` means a single attempt: remove the option",
+            ),
+            Ok(value) => options.retries = Some(valued(option, value)),
+            Err(error) => errors.push(error),
+        },
+    },
+    OptionSpec {
+        key: "backoff",
+        on: BOTH,
+        parse: |option, options, errors| match duration_value(option, "backoff", "100ms") {
+            Ok(value) => options.backoff = Some(valued(option, value)),
+            Err(error) => errors.push(error),
+        },
+    },
+    OptionSpec {
+        key: "retry_on",
+        on: BOTH,
+        parse: |option, options, errors| match retry_on_value(option) {
+            Ok(value) => options.retry_on = Some(valued(option, value)),
+            Err(error) => errors.push(error),
+        },
+    },
+    OptionSpec {
+        key: "limit",
+        on: BOTH,
+        parse: |option, options, errors| match count_value::<usize>(option, "limit", "4") {
+            Ok(0) => errors.spanned(
+                option.value.as_ref(),
+                "`limit = 0` would never run the task: the limit must be at least 1",
+            ),
+            Ok(value) => options.limit = Some(valued(option, value)),
+            Err(error) => errors.push(error),
+        },
+    },
+];
+
 /// One `key` or `key = value` as written.
-struct RawOption {
+pub(crate) struct RawOption {
     key: Ident,
     value: Option<Expr>,
 }
@@ -125,10 +208,10 @@ fn check(
 
     for option in raw {
         let key = option.key.unraw().to_string();
-        if !attribute.options().contains(&key.as_str()) {
+        let Some(spec) = attribute.options().find(|spec| spec.key == key) else {
             errors.spanned(&option.key, unknown_option(attribute, &key));
             continue;
-        }
+        };
         if seen.contains(&key) {
             errors.spanned(
                 &option.key,
@@ -136,52 +219,8 @@ fn check(
             );
             continue;
         }
-        seen.push(key.clone());
-        match key.as_str() {
-            "name" => match name_value(&option) {
-                Ok(name) => options.name = Some(name),
-                Err(error) => errors.push(error),
-            },
-            "process" => match &option.value {
-                None => options.process = Some(option.key.clone()),
-                Some(value) => errors.spanned(
-                    value,
-                    "`process` is a flag and takes no value: write `#[cpu_task(process)]`",
-                ),
-            },
-            "timeout" => match duration_value(&option, "timeout", "2s") {
-                Ok(value) if value.is_zero() => {
-                    errors.spanned(option.value.as_ref(), "`timeout` must be longer than zero")
-                }
-                Ok(value) => options.timeout = Some(valued(&option, value)),
-                Err(error) => errors.push(error),
-            },
-            "backoff" => match duration_value(&option, "backoff", "100ms") {
-                Ok(value) => options.backoff = Some(valued(&option, value)),
-                Err(error) => errors.push(error),
-            },
-            "retries" => match count_value::<u32>(&option, "retries", "3") {
-                Ok(0) => errors.spanned(
-                    option.value.as_ref(),
-                    "`retries = 0` means a single attempt: remove the option",
-                ),
-                Ok(value) => options.retries = Some(valued(&option, value)),
-                Err(error) => errors.push(error),
-            },
-            "limit" => match count_value::<usize>(&option, "limit", "4") {
-                Ok(0) => errors.spanned(
-                    option.value.as_ref(),
-                    "`limit = 0` would never run the task: the limit must be at least 1",
-                ),
-                Ok(value) => options.limit = Some(valued(&option, value)),
-                Err(error) => errors.push(error),
-            },
-            "retry_on" => match retry_on_value(&option) {
-                Ok(value) => options.retry_on = Some(valued(&option, value)),
-                Err(error) => errors.push(error),
-            },
-            _ => errors.spanned(&option.key, unknown_option(attribute, &key)),
-        }
+        seen.push(key);
+        (spec.parse)(&option, &mut options, errors);
     }
     options
 }
@@ -341,14 +380,14 @@ fn retry_on_value(option: &RawOption) -> syn::Result<Vec<Ident>> {
 }
 
 fn unknown_option(attribute: Attribute, key: &str) -> String {
-    let valid = attribute.options();
+    let valid: Vec<&str> = attribute.options().map(|option| option.key).collect();
     let list = valid
         .iter()
         .map(|o| format!("`{o}`"))
         .collect::<Vec<_>>()
         .join(", ");
     let mut message = format!("unknown option `{key}` for {}", attribute.display());
-    if let Some(near) = did_you_mean(key, valid) {
+    if let Some(near) = did_you_mean(key, &valid) {
         message.push_str(&format!("; did you mean `{near}`?"));
     }
     message.push_str(&format!("\nvalid options: {list}"));
@@ -382,6 +421,29 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documentation_lists_every_option_of_the_table() {
+        // The options of the README's table (`| `key = ...` | effect |`) and of the
+        // attributes' rustdoc (a table, and a list for `process`), line by line.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        for file in ["README.md", "concurrency-runtime/src/lib.rs"] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).expect(file);
+            let documented: Vec<&str> = text
+                .lines()
+                .map(|line| line.trim_start_matches("///").trim())
+                .filter_map(|line| line.strip_prefix("| `").or(line.strip_prefix("- `")))
+                .filter_map(|rest| rest.split(['`', ' ']).next())
+                .collect();
+            for option in OPTIONS {
+                assert!(
+                    documented.contains(&option.key),
+                    "{file} does not document the option `{}`",
+                    option.key
+                );
+            }
+        }
+    }
 
     #[test]
     fn near_misses_are_suggested() {

@@ -93,7 +93,17 @@ impl TaskFn<'_> {
                 );
             }
         }
-        if self.options.process.is_some() {
+        if let Some(process) = &self.options.process {
+            if !cfg!(feature = "process") {
+                errors.spanned(
+                    process,
+                    "process tasks need the `process` feature of `concurrency-runtime`, which \
+                     is off\nhelp: enable it (it is on by default): \
+                     `concurrency-runtime = { version = \"...\", features = [\"process\"] }`",
+                );
+            } else if !cfg!(target_os = "linux") {
+                errors.spanned(process, "process tasks run on Linux only");
+            }
             self.validate_process(errors);
         }
         let expandable = errors.len() == before;

@@ -145,10 +145,12 @@ impl TaskError {
         )
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn panicked_with(task: &'static str, message: String) -> Self {
         TaskError::new(task, TaskErrorKind::Panicked { message })
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn crashed(
         task: &'static str,
         pid: u32,
@@ -165,6 +167,7 @@ impl TaskError {
         )
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn serialization(
         task: &'static str,
         stage: SerializationStage,
@@ -173,10 +176,12 @@ impl TaskError {
         TaskError::new(task, TaskErrorKind::Serialization { stage, message })
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn protocol(task: &'static str, message: String) -> Self {
         TaskError::new(task, TaskErrorKind::Worker { message })
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn spawn_failed(task: &'static str, message: String) -> Self {
         TaskError::new(
             task,

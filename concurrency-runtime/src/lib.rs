@@ -36,18 +36,25 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+// The layers, each importing only from the ones above it in this list (see
+// ARCHITECTURE.md): leaf types, synchronisation, runtime plumbing, the process pool,
+// policy, placements, groups, the public task API, the macros' support.
 mod cancel;
 mod error;
-mod executor;
 mod group;
+mod kind;
+mod placement;
+mod policy;
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub mod process;
+mod runtime;
 mod sync;
 mod task;
-mod wake;
 
-/// The README's examples, compiled and run as doctests so that they stay true.
+/// The README's examples, compiled and run as doctests so that they stay true (they
+/// use process tasks).
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "process", target_os = "linux"))]
 pub struct ReadmeDoctests;
 
 #[doc(hidden)]
@@ -56,7 +63,11 @@ pub mod __private;
 
 pub use cancel::is_cancelled;
 pub use error::{BoxError, SerializationStage, TaskError, TaskErrorKind};
-pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, ProcessTask, Task, TaskFuture, TaskKind};
+pub use kind::TaskKind;
+pub use placement::TaskValue;
+#[cfg(all(feature = "process", target_os = "linux"))]
+pub use task::ProcessTask;
+pub use task::{AsyncIoTask, BlockingIoTask, CpuTask, Task, TaskFuture};
 
 /// Marks a function as an I/O task.
 ///
@@ -134,22 +145,13 @@ pub use concurrency_macros::io_task;
 /// # Options
 ///
 /// - `process`: run each call in a worker process of the process pool
-///   ([`ProcessTask`]) instead of on rayon; arguments and result must be serde
-///   types. See the [`process`] module.
+///   (`ProcessTask`) instead of on rayon; arguments and result must be serde
+///   types. See the `process` module (Cargo feature `process`, on by default).
 /// - `name`, `timeout`, `retries`, `backoff`, `retry_on`, `limit`: as for
 ///   [`io_task`](macro@io_task#options). `retry_on = [crash]` applies to process tasks only.
 ///
 /// ```
-/// use concurrency_runtime::{TaskErrorKind, cpu_task, is_cancelled};
-///
-/// #[cpu_task(process, timeout = "100ms", retries = 1, retry_on = [crash])]
-/// fn hangs() -> u32 {
-///     std::thread::sleep(std::time::Duration::from_secs(3600));
-///     0
-/// }
-///
-/// let error = hangs().try_run().unwrap_err(); // its worker was killed at the deadline
-/// assert!(matches!(error.kind(), TaskErrorKind::TimedOut { .. }));
+/// use concurrency_runtime::{cpu_task, is_cancelled};
 ///
 /// #[cpu_task(timeout = "50ms")]
 /// fn search() -> u64 {
@@ -161,6 +163,25 @@ pub use concurrency_macros::io_task;
 /// }
 /// assert!(search().try_run().unwrap_err().is_timeout());
 /// ```
+///
+#[cfg_attr(
+    all(feature = "process", target_os = "linux"),
+    doc = r#"A process task's worker is killed at the deadline:
+
+```
+use concurrency_runtime::{TaskErrorKind, cpu_task};
+
+#[cpu_task(process, timeout = "100ms", retries = 1, retry_on = [crash])]
+fn hangs() -> u32 {
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+    0
+}
+
+let error = hangs().try_run().unwrap_err();
+assert!(matches!(error.kind(), TaskErrorKind::TimedOut { .. }));
+```
+"#
+)]
 ///
 /// `#[cpu_task]` on an `async fn` is a compile error: use [`io_task`] for async work.
 ///

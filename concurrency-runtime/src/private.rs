@@ -1,22 +1,38 @@
 //! Used by the code the macros generate. Not public API: anything here may change in
 //! any release (the macro crate is pinned with `=`).
 
-pub use crate::executor::{Kinds, block_on_group};
 pub use crate::group::{
-    Child, CollectAll, Cons, End, FailFast, Group, Tasks, Values, run_all, settled, value,
+    Child, CollectAll, Cons, End, FailFast, Group, Values, run_all, settled, value,
 };
+#[cfg(all(feature = "process", target_os = "linux"))]
+pub use crate::placement::Process;
+pub use crate::placement::{
+    AsyncIo, BlockingIo, Cpu, Fallible, Invalid, OutputKind, TaskErrorType, TaskValue, Tasks, Value,
+};
+pub use crate::policy::{Limit, Policy, RetryOn};
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub use crate::process::codec::{
     ArgCodec, ProcessArgument, ProcessOutput, ResultCodec, arg_codec, finish_arguments,
     result_codec,
 };
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub use crate::process::registry::{EntryError, PROCESS_TASKS, ProcessEntry, Run};
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub use crate::process::wire::{Decoder, Error as WireError};
-pub use crate::task::{
-    AsyncIoTask, Attempted, BlockingIoTask, CpuTask, Fallible, Invalid, Limit, OutputKind, Policy,
-    ProcessTask, RetryOn, Task, Value,
-};
+pub use crate::runtime::{Kinds, block_on_group};
+#[cfg(all(feature = "process", target_os = "linux"))]
+pub use crate::task::ProcessTask;
+pub use crate::task::{AsyncIoTask, BlockingIoTask, CpuTask, Task};
 pub use core::time::Duration;
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub use linkme;
+
+use crate::placement::Placement;
+use crate::task::sealed::Sealed;
+
+/// What a function whose task attribute was rejected returns (see
+/// `placement/invalid.rs`).
+pub type InvalidTask<R = ()> = TaskValue<Invalid<R>>;
 
 /// The value of a `run_concurrently!` invocation that did not expand (its mistake was
 /// reported): of whatever type the code around it expects. Never called: the program
@@ -25,27 +41,28 @@ pub fn not_expanded<T>() -> T {
     unreachable!("a `run_concurrently!` invocation with a mistake does not compile")
 }
 
-/// Identity, so that a call that does not return a task is reported under that call,
-/// and only there: for a value that is not a task, the result's type is unknown to
-/// the compiler, which then reports nothing more about it.
+/// A task call's value as the groups take it, so that a call that does not return a
+/// task is reported under that call, and only there: for a value that is not a task,
+/// the result's type is unknown to the compiler, which then reports nothing more
+/// about it.
 #[inline(always)]
-pub fn as_task<T: Task>(task: T) -> T::Itself {
-    task.itself()
+pub fn as_task<T: Task>(task: T) -> TaskValue<<T as Sealed>::Placement> {
+    task.into_value()
 }
 
 /// Collects the collection form's tasks; a non-task item is reported here.
-pub fn collect_tasks<I>(tasks: I) -> Tasks<I::Item>
+pub fn collect_tasks<I>(tasks: I) -> Tasks<<I::Item as Sealed>::Placement>
 where
     I: IntoIterator,
     I::Item: Task,
 {
-    Tasks::collect(tasks)
+    Tasks::collect(tasks.into_iter().map(Sealed::into_value))
 }
 
 /// The kind of a collection's tasks, and whether a waiting thread could run them.
-pub fn kind_of_all<T: Task>(tasks: &Tasks<T>) -> Kinds {
-    let kinds = Kinds::NONE.with(T::KIND);
-    if kinds.all_cpu() && tasks.iter().any(Task::has_deadline) {
+pub fn kind_of_all<P: Placement>(tasks: &Tasks<P>) -> Kinds {
+    let kinds = Kinds::NONE.with(P::KIND);
+    if kinds.all_cpu() && tasks.iter().any(P::has_deadline) {
         kinds.watched()
     } else {
         kinds
@@ -109,8 +126,6 @@ pub trait ResultParts {
 impl<T, E> ResultParts for ::core::result::Result<T, E> {
     type Error = E;
 }
-
-pub use crate::task::TaskErrorType;
 
 #[inline(always)]
 pub fn assert_task_error<R>()

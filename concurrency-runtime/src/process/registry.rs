@@ -9,7 +9,6 @@
 use super::wire;
 
 /// Why a worker could not run a task's body.
-#[doc(hidden)]
 #[derive(Debug)]
 pub enum EntryError {
     /// The arguments did not decode.
@@ -21,11 +20,9 @@ pub enum EntryError {
 /// A process task's entry in the worker: decodes the arguments, runs the body, and
 /// appends the encoded result to the buffer, which may hold at most the given number
 /// of bytes in all.
-#[doc(hidden)]
 pub type Run = fn(&[u8], &mut Vec<u8>, usize) -> Result<(), EntryError>;
 
 /// One registered process task.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct ProcessEntry {
     /// `module_path!()::function@line:column`.
@@ -34,7 +31,7 @@ pub struct ProcessEntry {
     pub run: Run,
 }
 
-#[doc(hidden)]
+/// Every process task of the program, gathered by the linker.
 #[linkme::distributed_slice]
 pub static PROCESS_TASKS: [ProcessEntry];
 

@@ -20,13 +20,15 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::ser::{self, Serialize};
 
 /// Why a value could not be encoded or decoded.
-#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A message from a `Serialize` or `Deserialize` impl (serde's derives included).
     Message(String),
     /// The encoding would exceed `limit` bytes; encoding stopped there.
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The input ended inside a value.
     UnexpectedEnd,
     /// The input is not what this format writes (a bad tag, varint or UTF-8).
@@ -464,13 +466,13 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
 }
 
 /// Reads values from a buffer.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct Decoder<'de> {
     input: &'de [u8],
 }
 
 impl<'de> Decoder<'de> {
+    /// A decoder of `input`.
     pub fn new(input: &'de [u8]) -> Self {
         Decoder { input }
     }

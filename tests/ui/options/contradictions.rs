@@ -12,7 +12,7 @@ fn only_process_tasks_crash() {}
 #[cpu_task(retries = 2, retry_on = [timeout])]
 fn no_timeout_to_retry() {}
 
-#[cpu_task(process, retries = 2, retry_on = [error])]
+#[cpu_task(retries = 2, retry_on = [error])]
 fn no_error_to_retry() -> u32 {
     1
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::cancel_line::Wake;
 use super::handle::{self, WorkerHandle};
-use super::pool::Pool;
 use super::queue::Job;
+use super::slots::Pool;
 use crate::error::TaskError;
 use crate::process::protocol::{self, FrameError, Response};
 use crate::process::sys;

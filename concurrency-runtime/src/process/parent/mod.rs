@@ -6,6 +6,7 @@ mod driver;
 mod handle;
 mod pool;
 mod queue;
+mod slots;
 mod spawn;
 
 pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};

@@ -12,36 +12,12 @@ use super::cancel_line::Wake;
 use super::driver;
 use super::handle::{self, Blueprint, WorkerHandle};
 use super::queue::{Job, Outcome, Queue};
+use super::slots::{Parked, Pool, Slot};
 use crate::error::TaskError;
 use crate::process::config::{ConfigError, PoolConfig};
 use crate::process::protocol::{self, FrameError};
 use crate::process::{sys, worker};
 use crate::sync::lock;
-
-pub(crate) struct Pool {
-    pub(crate) blueprint: Blueprint,
-    pub(crate) queue: Queue,
-    slots: Box<[Slot]>,
-    /// Signalled when a lent worker comes back (see `run_here`).
-    returned: Condvar,
-}
-
-struct Slot {
-    /// The slot's worker while its driver does not use it, so that a synchronous
-    /// caller can borrow it.
-    parked: Mutex<Parked>,
-    pid: Mutex<Option<u32>>,
-}
-
-/// Where a slot's worker is while its driver does not use it.
-enum Parked {
-    /// Idle, ready to lend.
-    Worker(WorkerHandle),
-    /// Borrowed by a synchronous caller; the driver waits for it back.
-    Lent,
-    /// With the driver, or not started (or dead): nothing to lend.
-    None,
-}
 
 static CONFIG: Mutex<Option<PoolConfig>> = Mutex::new(None);
 static POOL: OnceLock<Pool> = OnceLock::new();
@@ -285,35 +261,4 @@ pub(crate) fn worker_pids() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-impl Pool {
-    /// Takes the slot's worker back from the idle spot, waiting while a caller
-    /// borrows it; `None` if there is none.
-    pub(crate) fn take_parked(&self, slot: usize) -> Option<WorkerHandle> {
-        let mut parked = lock(&self.slots[slot].parked);
-        loop {
-            match std::mem::replace(&mut *parked, Parked::None) {
-                Parked::Worker(worker) => return Some(worker),
-                Parked::None => return None,
-                Parked::Lent => {
-                    *parked = Parked::Lent;
-                    parked = self
-                        .returned
-                        .wait(parked)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                }
-            }
-        }
-    }
-
-    /// Leaves the slot's worker (if it survived) where callers can borrow it.
-    pub(crate) fn park(&self, slot: usize, worker: Option<WorkerHandle>) {
-        *lock(&self.slots[slot].parked) = worker.map_or(Parked::None, Parked::Worker);
-        self.returned.notify_all();
-    }
-
-    pub(crate) fn set_pid(&self, slot: usize, pid: Option<u32>) {
-        *lock(&self.slots[slot].pid) = pid;
-    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::cancel_line::CancelLine;
 use crate::error::TaskError;
-use crate::sync::lock;
+use crate::sync::{lock, wait};
 
 /// One task sent to the pool: its request frame (the id is set when it is sent) and
 /// its ticket.
@@ -184,10 +184,7 @@ impl Queue {
             jobs = lock(&self.jobs);
         }
         while jobs.is_empty() {
-            jobs = self
-                .available
-                .wait(jobs)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            jobs = wait(&self.available, jobs);
         }
         jobs.busy += 1;
         self.share(&mut jobs, room, bytes)

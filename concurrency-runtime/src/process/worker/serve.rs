@@ -9,13 +9,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use crate::error::panic_message;
+use crate::kind::TaskKind;
 use crate::process::protocol::{self, FrameError};
 use crate::process::registry::{self, EntryError};
 use crate::process::settings::WorkerSettings;
 use crate::process::shared_counter::SharedCounter;
 use crate::process::{sys, wire};
 use crate::sync::lock;
-use crate::task::TaskKind;
 
 /// Where the worker is in its stream of requests; shared by the thread that runs them
 /// and the one that waits on the cancel line. The line is only read with this lock

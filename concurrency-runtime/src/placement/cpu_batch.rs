@@ -22,19 +22,21 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use super::TaskKind;
 use crate::cancel::{self, CancelSource};
 use crate::error::TaskError;
-use crate::executor::Helpable;
+use crate::kind::TaskKind;
+use crate::runtime::{self, Helpable};
+use crate::sync::{WakerCell, lock};
 
 /// How a finished task is judged for its group (the group mode's `finish`).
-pub(crate) type Finish<T, I, E> =
-    fn(&'static str, Result<T, TaskError>, Vec<TaskError>) -> Result<I, E>;
+#[allow(unreachable_pub)] // named by the sealed `Placement::batch`
+pub type Finish<T, I, E> = fn(&'static str, Result<T, TaskError>, Vec<TaskError>) -> Result<I, E>;
 
 /// The future of a batch: the items in input order, or the failure that stopped it.
-pub(crate) type BatchFuture<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E>> + Send>>;
+#[allow(unreachable_pub)] // named by the sealed `Placement::batch`
+pub type BatchFuture<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E>> + Send>>;
 
 /// A slot that only the thread that claimed its index touches (see `Batch`).
 type Claimed<T> = UnsafeCell<Option<T>>;
@@ -62,7 +64,7 @@ where
         done: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         failure: Mutex::new(None),
-        waker: Mutex::new(None),
+        waker: WakerCell::default(),
     });
     for _ in 0..threads.min(count) {
         let batch = Arc::clone(&batch);
@@ -72,7 +74,7 @@ where
     }
     if count > 0 {
         // A rayon thread that waits for this group works on the batch too.
-        crate::executor::offer_help(Arc::clone(&batch) as Arc<dyn Helpable>);
+        runtime::offer_help(Arc::clone(&batch) as Arc<dyn Helpable>);
     }
     Box::pin(Waiting { batch })
 }
@@ -92,7 +94,7 @@ struct Batch<F, T, I, E> {
     stop: AtomicBool,
     /// The first failure that stopped the group.
     failure: Mutex<Option<E>>,
-    waker: Mutex<Option<Waker>>,
+    waker: WakerCell,
 }
 
 // SAFETY: `bodies[i]` and `results[i]` are touched by one thread at a time: the
@@ -102,12 +104,6 @@ struct Batch<F, T, I, E> {
 // only after an acquire load of `done` that sees every task done. The other fields are atomics and mutexes. The bodies
 // (`F: Send`) and items (`I: Send`) only move between threads, never shared.
 unsafe impl<F: Send, T, I: Send, E: Send> Sync for Batch<F, T, I, E> {}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl<F, T, I, E> Batch<F, T, I, E>
 where
@@ -174,12 +170,7 @@ where
     }
 
     fn wake(&self) {
-        // Taken out first: waking with the lock held would deadlock an executor that
-        // polls right away.
-        let waker = lock(&self.waker).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.waker.wake_last();
     }
 }
 
@@ -217,13 +208,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let batch = &self.batch;
-        {
-            // Registered before looking, so a task that ends meanwhile wakes us.
-            let mut waker = lock(&batch.waker);
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-        }
+        // Registered before looking, so a task that ends meanwhile wakes us.
+        batch.waker.register(cx.waker());
         if let Some(error) = lock(&batch.failure).take() {
             return Poll::Ready(Err(error));
         }
@@ -250,5 +236,117 @@ impl<F, T, I, E> Drop for Waiting<F, T, I, E> {
     fn drop(&mut self) {
         // Tasks not started yet never start; running ones see `is_cancelled()`.
         self.batch.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each SAFETY argument of the batch, exercised (also under valgrind's memcheck:
+    //! see ARCHITECTURE.md).
+
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Waker;
+
+    /// Counts its drops.
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn keep(
+        _: &'static str,
+        result: Result<usize, TaskError>,
+        _: Vec<TaskError>,
+    ) -> Result<usize, Infallible> {
+        Ok(result.unwrap_or(usize::MAX))
+    }
+
+    fn fail_on_panic(
+        _: &'static str,
+        result: Result<usize, TaskError>,
+        _: Vec<TaskError>,
+    ) -> Result<usize, TaskError> {
+        result
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(output) = future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return output;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn every_result_written_on_any_thread_comes_back_in_order() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..2000).map(|index| {
+            let guard = Dropped(Arc::clone(&drops));
+            ("t", move || {
+                let _guard = guard;
+                index * 2
+            })
+        });
+        let items = block_on(start(tasks, keep)).expect("infallible");
+        assert_eq!(items, (0..2000).map(|index| index * 2).collect::<Vec<_>>());
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            2000,
+            "each body ran and was dropped once"
+        );
+    }
+
+    #[test]
+    fn a_stopped_or_dropped_batch_drops_the_bodies_it_never_ran() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(std::sync::Barrier::new(2));
+        let first = {
+            let release = Arc::clone(&release);
+            let guard = Dropped(Arc::clone(&drops));
+            Box::new(move || -> usize {
+                let _guard = guard;
+                release.wait();
+                panic!("stops the batch")
+            }) as Box<dyn FnOnce() -> usize + Send>
+        };
+        let rest = (0..100).map(|_| {
+            let guard = Dropped(Arc::clone(&drops));
+            Box::new(move || -> usize {
+                let _guard = guard;
+                1
+            }) as Box<dyn FnOnce() -> usize + Send>
+        });
+        // One rayon thread: the failing task runs first and holds it at the barrier.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let waiting = pool.install(|| {
+            start(
+                std::iter::once(("t", first)).chain(rest.map(|body| ("t", body))),
+                fail_on_panic,
+            )
+        });
+        release.wait();
+        assert!(block_on(waiting).is_err(), "the panic stopped the batch");
+        // The batch is freed when its last job ends; every body, run or not, is
+        // dropped exactly once by then.
+        drop(pool);
+        let started = std::time::Instant::now();
+        while drops.load(Ordering::SeqCst) < 101
+            && started.elapsed() < std::time::Duration::from_secs(30)
+        {
+            std::thread::yield_now();
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), 101);
     }
 }

@@ -4,13 +4,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use tokio::task::JoinHandle;
+
 use crate::error::TaskError;
-use crate::executor::AbortOnDrop;
 
 /// A spawned tokio task (async or blocking), seen as a task result. Dropping it
 /// aborts the tokio task: an async task is cancelled at its next `.await`, and a
 /// blocking task that has not started yet never starts.
-pub struct Joined<T> {
+pub(crate) struct Joined<T> {
     pub(crate) handle: AbortOnDrop<T>,
     pub(crate) name: &'static str,
 }
@@ -34,5 +35,23 @@ impl<T> std::fmt::Debug for Joined<T> {
         f.debug_struct("Joined")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// A `JoinHandle` that aborts its task when dropped: a dropped group cancels its
+/// async tasks and keeps queued blocking tasks from starting.
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }

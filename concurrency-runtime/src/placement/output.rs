@@ -2,9 +2,9 @@
 //! type is written `Result<T, E>`) a value or the task's own failure.
 
 use crate::error::{BoxError, TaskError};
+use crate::policy::Judge;
 
 /// How a task's return value `R` splits into success and failure.
-#[doc(hidden)]
 pub trait OutputKind<R>: Send + 'static {
     /// The success value: `R` itself, or `T` of `Result<T, E>`.
     type Ok: Send + 'static;
@@ -15,7 +15,6 @@ pub trait OutputKind<R>: Send + 'static {
 }
 
 /// A task whose return value is always a success.
-#[doc(hidden)]
 #[derive(Debug)]
 pub enum Value {}
 
@@ -34,7 +33,6 @@ impl<R: Send + 'static> OutputKind<R> for Value {
 }
 
 /// A task declared to return `Result<T, E>`: `Err(e)` is its failure.
-#[doc(hidden)]
 #[derive(Debug)]
 pub enum Fallible {}
 
@@ -60,13 +58,12 @@ where
     label = "`{Self}` does not convert into `Box<dyn Error + Send + Sync>`",
     note = "a task returning `Result<T, E>` reports `Err(e)` as a failure: use an `E` that implements `std::error::Error + Send + Sync + 'static`, or `String`, `anyhow::Error`, `Box<dyn Error + Send + Sync>`"
 )]
-#[doc(hidden)]
 pub trait TaskErrorType: Into<BoxError> {}
 impl<E: Into<BoxError>> TaskErrorType for E {}
 
 /// The judge of a task's attempts for output kind `O` (see `policy::supervise`).
-pub(crate) fn judge<O: OutputKind<R>, R>() -> super::policy::Judge<R> {
-    super::policy::Judge {
+pub(crate) fn judge<O: OutputKind<R>, R>() -> Judge<R> {
+    Judge {
         is_err: O::is_err,
         into_error: |name, output| match O::split(output) {
             Err(error) => TaskError::failed(name, error),

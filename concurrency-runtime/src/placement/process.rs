@@ -7,61 +7,31 @@ use std::task::{Context, Poll};
 
 use std::sync::Arc;
 
-use super::output::judge;
-use super::{
-    Bodies, Options, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy,
-    task_common,
-};
+use super::output::{OutputKind, Value, judge};
+use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, SerializationStage, TaskError};
+use crate::kind::TaskKind;
+use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::process::parent::{Job, Outcome, Ticket, submit};
 use crate::process::registry::ProcessEntry;
 use crate::process::{protocol, wire};
 
-/// A process task: returned by calling a `#[cpu_task(process)]` function.
-///
-/// Its arguments are serialized, sent to a worker process of the pool (a copy of
-/// this program, started with exec and reused), and the body runs there; the result
-/// comes back serialized. A crash of the worker (a segfault, an abort, `exit`)
-/// fails only this task, with [`TaskErrorKind::Crashed`](crate::TaskErrorKind::Crashed).
-///
-/// ```
-/// use concurrency_runtime::cpu_task;
-///
-/// #[cpu_task(process)]
-/// fn pid_and_square(n: u64) -> (u32, u64) {
-///     (std::process::id(), n * n)
-/// }
-///
-/// let (pid, square) = pid_and_square(12).run();
-/// assert_eq!(square, 144);
-/// assert_ne!(pid, std::process::id()); // it really ran in another process
-/// assert_eq!(pid_and_square(3).run_inline().1, 9); // the body, in this process
-/// ```
-///
-/// `try_run` returns a failure as a value, e.g. a worker that exits mid-task:
-///
-/// ```
-/// use concurrency_runtime::{TaskErrorKind, cpu_task};
-///
-/// #[cpu_task(process)]
-/// fn exits(code: i32) -> u32 {
-///     std::process::exit(code)
-/// }
-///
-/// let error = exits(3).try_run().unwrap_err();
-/// assert_eq!(error.task(), "exits");
-/// assert!(matches!(error.kind(), TaskErrorKind::Crashed { exit_code: Some(3), .. }));
-/// ```
-#[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct ProcessTask<A, R, O = Value> {
-    name: &'static str,
+/// Where a `#[cpu_task(process)]` function runs: a worker process of the pool. Its
+/// arguments are encoded, sent to the worker (a copy of this program, started with
+/// exec and reused), and the body runs there; the result comes back encoded.
+pub struct Process<A, R, O = Value> {
     entry: &'static ProcessEntry,
     args: A,
     body: fn(A) -> R,
     encode_args: EncodeArgs<A>,
     decode_result: DecodeResult<R>,
-    policy: Options,
     output: PhantomData<fn() -> O>,
+}
+
+impl<A, R, O> std::fmt::Debug for Process<A, R, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").finish_non_exhaustive()
+    }
 }
 
 /// How a task's arguments are encoded (made by `#[cpu_task(process)]`, where the
@@ -71,68 +41,87 @@ type EncodeArgs<A> = fn(&A, &mut Vec<u8>, usize) -> Result<(), wire::Error>;
 /// How a task's result is decoded.
 type DecodeResult<R> = fn(&[u8]) -> Result<R, wire::Error>;
 
-/// A process task's body and how its arguments and result are encoded.
-type Functions<A, R> = (fn(A) -> R, EncodeArgs<A>, DecodeResult<R>);
+/// A process task's body and how its arguments and result are encoded (made by
+/// `#[cpu_task(process)]`).
+pub(crate) type ProcessParts<A, R> = (fn(A) -> R, EncodeArgs<A>, DecodeResult<R>);
 
-impl<A, R, O> ProcessTask<A, R, O>
+impl<A, R, O> Process<A, R, O>
 where
     A: Send + 'static,
     R: Send + 'static,
     O: OutputKind<R>,
 {
     /// Used by `#[cpu_task(process)]`.
-    #[doc(hidden)]
     pub fn new(
         name: &'static str,
         policy: Policy,
         entry: &'static ProcessEntry,
         args: A,
-        (body, encode_args, decode_result): Functions<A, R>,
-    ) -> Self {
-        ProcessTask {
+        (body, encode_args, decode_result): ProcessParts<A, R>,
+    ) -> TaskValue<Self> {
+        TaskValue::with(
             name,
-            entry,
-            args,
-            body,
-            encode_args,
-            decode_result,
-            policy: Options::new(policy),
-            output: PhantomData,
-        }
+            policy,
+            Process {
+                entry,
+                args,
+                body,
+                encode_args,
+                decode_result,
+                output: PhantomData,
+            },
+        )
     }
+}
 
+impl<A, R, O> TaskValue<Process<A, R, O>>
+where
+    A: Send + 'static,
+    R: Send + 'static,
+    O: OutputKind<R>,
+{
     /// Runs the body in the current process, on the current thread, with no
     /// serialization: for unit tests.
+    ///
+    /// ```
+    /// use concurrency_runtime::cpu_task;
+    ///
+    /// #[cpu_task(process)]
+    /// fn pid_and_square(n: u64) -> (u32, u64) {
+    ///     (std::process::id(), n * n)
+    /// }
+    ///
+    /// let (pid, square) = pid_and_square(12).run();
+    /// assert_eq!(square, 144);
+    /// assert_ne!(pid, std::process::id()); // it really ran in another process
+    /// assert_eq!(pid_and_square(3).run_inline().1, 9); // the body, in this process
+    /// ```
     pub fn run_inline(self) -> R {
-        (self.body)(self.args)
+        (self.placement.body)(self.placement.args)
     }
+}
 
+impl<A, R, O> Process<A, R, O> {
     /// The request frame of this task: its encoded arguments, refused as soon as they
     /// pass the pool's frame limit.
-    fn request(&self) -> Result<Vec<u8>, TaskError> {
+    fn request(&self, name: &'static str) -> Result<Vec<u8>, TaskError> {
         let max = crate::process::parent::max_frame_bytes();
         protocol::request(self.entry.id, max, |out, limit| {
             (self.encode_args)(&self.args, out, limit)
         })
         .map_err(|error| match error {
             wire::Error::TooLarge { .. } => TaskError::protocol(
-                self.name,
+                name,
                 format!("the arguments' frame exceeds the maximum frame size of {max} bytes"),
             ),
-            error => TaskError::serialization(
-                self.name,
-                SerializationStage::ArgumentsOut,
-                error.to_string(),
-            ),
+            error => {
+                TaskError::serialization(name, SerializationStage::ArgumentsOut, error.to_string())
+            }
         })
     }
 }
 
-task_common!(ProcessTask<A, R, O>);
-
-// Not listed in errors: a value that is not a task gets `Task`\'s own message.
-#[diagnostic::do_not_recommend]
-impl<A, R, O> Task for ProcessTask<A, R, O>
+impl<A, R, O> Placement for Process<A, R, O>
 where
     A: Send + 'static,
     R: Send + 'static,
@@ -141,22 +130,13 @@ where
     type Output = R;
     type Ok = O::Ok;
     type Running = Policied<ProcessRunning<R>, R>;
+    type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::Process;
-    type Itself = Self;
 
-    #[inline(always)]
-    fn itself(self) -> Self {
-        self
-    }
-
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn start(self, _: Start) -> Self::Running {
-        let name = self.name;
-        let decode = self.decode_result;
-        let frame = match self.request() {
+    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
+        let name = task.name;
+        let decode = task.placement.decode_result;
+        let frame = match task.placement.request(name) {
             Ok(frame) => frame,
             Err(error) => {
                 return Policied::Plain {
@@ -165,38 +145,36 @@ where
             }
         };
         // Every attempt sends the same request.
-        let bodies = if self.policy.retries() > 0 {
+        let bodies = if task.options.retries() > 0 {
             Bodies::repeating(move || frame.clone())
         } else {
             Bodies::once(frame)
         };
         policy::start(
             name,
-            self.policy,
+            task.options,
             bodies,
             judge::<O, R>(),
             move |frame, _permit| attempt(name, frame, decode),
         )
     }
 
-    type Detached = Self::Running;
-
-    fn detach(self) -> Self::Running {
-        self.start(Start::Spawned)
+    fn detach(task: TaskValue<Self>) -> Self::Running {
+        Self::start(task, Start::Spawned)
     }
 
-    fn run_here(self) -> Result<Result<R, TaskError>, Self> {
+    fn run_here(task: TaskValue<Self>) -> Result<Result<R, TaskError>, TaskValue<Self>> {
         // Only a task without options: the caller could not stop it at a deadline.
-        if !self.policy.is_plain() {
-            return Err(self);
+        if !task.options.is_plain() {
+            return Err(task);
         }
-        let mut frame = match self.request() {
+        let mut frame = match task.placement.request(task.name) {
             Ok(frame) => frame,
             Err(error) => return Ok(Err(error)),
         };
-        match crate::process::parent::run_here(self.name, &mut frame) {
-            None => Err(self),
-            Some(outcome) => Ok(decoded(self.name, self.decode_result, outcome)),
+        match crate::process::parent::run_here(task.name, &mut frame) {
+            None => Err(task),
+            Some(outcome) => Ok(decoded(task.name, task.placement.decode_result, outcome)),
         }
     }
 
@@ -241,14 +219,13 @@ enum State {
 
 /// A started process task. Dropping it before it finishes cancels it: a task no
 /// worker has picked up never runs; a running task's worker is killed (and replaced).
-#[doc(hidden)]
 pub struct ProcessRunning<R> {
     state: State,
     name: &'static str,
     decode: DecodeResult<R>,
 }
 
-impl<R> super::Named for ProcessRunning<R> {
+impl<R> Named for ProcessRunning<R> {
     fn task_name(&self) -> &'static str {
         self.name
     }

@@ -1,8 +1,8 @@
 //! What a function becomes when its `#[io_task]` or `#[cpu_task]` attribute was
-//! rejected: a task type that never runs.
+//! rejected: a task that never runs.
 //!
 //! The attribute reports its mistake and expands the function with the same
-//! signature, returning [`Invalid`], which implements [`Task`]: its call sites then
+//! signature, returning `TaskValue<Invalid<R>>`, which is a task: its call sites then
 //! type-check (in `run_concurrently!`, with `.run()`, `.await`), so the compile shows
 //! the attribute's error and nothing else. The program never builds, so none of this
 //! runs.
@@ -12,50 +12,36 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::{Attempted, Named, Options, Start, Task, TaskKind, task_common};
+use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
+use crate::kind::TaskKind;
+use crate::policy::{Attempted, Named};
 
-/// The task a rejected function returns (see the module docs).
-#[doc(hidden)]
-#[must_use]
+/// The placement of a rejected function's task (see the module docs).
+#[derive(Debug)]
 pub struct Invalid<R = ()> {
-    name: &'static str,
-    policy: Options,
     output: PhantomData<fn() -> R>,
 }
 
-impl<R> Invalid<R> {
+impl<R> TaskValue<Invalid<R>> {
     /// The body: there is none.
     pub fn run_inline(self) -> R {
         unreachable!("a function whose task attribute was rejected does not compile")
     }
 }
 
-task_common!(Invalid<R>);
-
-// Not listed in errors: a value that is not a task gets `Task`\'s own message.
-#[diagnostic::do_not_recommend]
-impl<R: Send + 'static> Task for Invalid<R> {
+impl<R: Send + 'static> Placement for Invalid<R> {
     type Output = R;
     type Ok = R;
     type Running = NeverRuns<R>;
-    type Itself = Self;
     type Detached = NeverRuns<R>;
     const KIND: TaskKind = TaskKind::Cpu;
 
-    fn itself(self) -> Self {
-        self
-    }
-
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn start(self, _: Start) -> NeverRuns<R> {
+    fn start(_: TaskValue<Self>, _: Start) -> NeverRuns<R> {
         NeverRuns(PhantomData)
     }
 
-    fn detach(self) -> NeverRuns<R> {
+    fn detach(_: TaskValue<Self>) -> NeverRuns<R> {
         NeverRuns(PhantomData)
     }
 
@@ -65,7 +51,6 @@ impl<R: Send + 'static> Task for Invalid<R> {
 }
 
 /// The started form of an [`Invalid`] task.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct NeverRuns<R>(PhantomData<fn() -> R>);
 

@@ -14,10 +14,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{TaskError, TaskErrorKind};
-use crate::executor::runtime;
+use crate::runtime::runtime;
 
 /// A task's options, as written on its attribute (plus per-call overrides).
-#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     /// `timeout = "..."`: the deadline of each attempt.
@@ -68,6 +67,7 @@ impl Options {
         self.0.as_ref().and_then(|policy| policy.timeout)
     }
 
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn retries(&self) -> u32 {
         self.0.as_ref().map_or(0, |policy| policy.retries)
     }
@@ -78,7 +78,6 @@ impl Options {
 }
 
 /// The kinds of failure that `retries` retries (a bit set).
-#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryOn(u8);
 
@@ -119,7 +118,6 @@ impl RetryOn {
 
 /// The semaphore behind `limit = N`: one per task function, shared by all its calls.
 /// Waiters are served in the order they arrived (tokio's semaphore is fair).
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct Limit(Semaphore);
 
@@ -321,7 +319,6 @@ where
 
 pin_project_lite::pin_project! {
     /// A started task: its single attempt, or the supervision of its attempts.
-    #[doc(hidden)]
     #[project = PoliciedProj]
     pub enum Policied<P, T> {
         Plain { #[pin] attempt: P },
@@ -332,7 +329,6 @@ pin_project_lite::pin_project! {
 }
 
 /// The supervision of a task with options, and its earlier attempts once it ends.
-#[doc(hidden)]
 pub struct Supervised<T> {
     supervision: Supervision<T>,
     attempts: Vec<TaskError>,
@@ -387,7 +383,6 @@ where
 
 /// The failures of a finished task's earlier attempts (see [`TaskError::attempts`]),
 /// needed when its last attempt returned `Err` as a value.
-#[doc(hidden)]
 pub trait Attempted {
     /// Takes the earlier attempts' failures (empty for a single attempt).
     fn take_attempts(self: Pin<&mut Self>) -> Vec<TaskError>;
@@ -415,7 +410,6 @@ impl<P: Named, T> Attempted for Policied<P, T> {
 }
 
 /// A started attempt that knows its task's name.
-#[doc(hidden)]
 pub trait Named {
     /// The task's name.
     fn task_name(&self) -> &'static str;

@@ -9,10 +9,12 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
+use super::{WakerCell, lock};
+
 /// The wake-ups of a collection's tasks since its last poll.
 pub(crate) struct Woken {
     ready: Mutex<Vec<usize>>,
-    group: Mutex<Option<Waker>>,
+    group: WakerCell,
     slots: Box<[Slot]>,
 }
 
@@ -29,18 +31,12 @@ unsafe impl Send for Slot {}
 // SAFETY: as above.
 unsafe impl Sync for Slot {}
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Woken {
     /// The record for `count` tasks, all initially woken (so each is polled once).
     pub(crate) fn new(count: usize) -> Arc<Woken> {
         Arc::new_cyclic(|weak| Woken {
             ready: Mutex::new((0..count).collect()),
-            group: Mutex::new(None),
+            group: WakerCell::default(),
             slots: (0..count)
                 .map(|_| Slot {
                     woken: weak.as_ptr(),
@@ -63,13 +59,7 @@ impl Woken {
     }
 
     pub(crate) fn set_group_waker(&self, waker: &Waker) {
-        let mut group = lock(&self.group);
-        if !group
-            .as_ref()
-            .is_some_and(|current| current.will_wake(waker))
-        {
-            *group = Some(waker.clone());
-        }
+        self.group.register(waker);
     }
 
     pub(crate) fn put_back(&self, indices: &[usize]) {
@@ -84,10 +74,7 @@ impl Woken {
 
     fn wake(&self, index: usize) {
         lock(&self.ready).push(index);
-        let group = lock(&self.group).clone();
-        if let Some(group) = group {
-            group.wake();
-        }
+        self.group.wake();
     }
 }
 
@@ -128,4 +115,77 @@ unsafe fn drop(data: *const ()) {
     // SAFETY: a cloned waker holds one strong reference (taken in `clone`), given
     // back here exactly once.
     unsafe { Arc::decrement_strong_count(slot(data).woken) };
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each SAFETY argument of the wakers, exercised (also under valgrind's memcheck:
+    //! see ARCHITECTURE.md).
+
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waker_names_its_task_and_wakes_the_group() {
+        let woken = Woken::new(4);
+        let group = Arc::new(Count::default());
+        woken.set_group_waker(&Waker::from(Arc::clone(&group)));
+        let mut ready = Vec::new();
+        woken.take_ready(&mut ready);
+        assert_eq!(ready, [0, 1, 2, 3], "every task is polled once at first");
+        woken.with_waker(2, Waker::wake_by_ref);
+        // A clone, woken by value: the vtable's `wake`, which gives its reference back.
+        #[allow(clippy::waker_clone_wake)]
+        woken.with_waker(0, |waker| waker.clone().wake());
+        woken.take_ready(&mut ready);
+        assert_eq!(ready, [2, 0]);
+        assert_eq!(group.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_borrowed_waker_takes_no_reference_and_a_clone_takes_one() {
+        let woken = Woken::new(2);
+        assert_eq!(Arc::strong_count(&woken), 1);
+        let clone = woken.with_waker(1, |waker| {
+            assert_eq!(Arc::strong_count(&woken), 1, "borrowing adds nothing");
+            waker.clone()
+        });
+        assert_eq!(Arc::strong_count(&woken), 2);
+        std::mem::drop(clone);
+        assert_eq!(Arc::strong_count(&woken), 1);
+    }
+
+    #[test]
+    fn wakers_outlive_their_group() {
+        // A task keeps its waker after the collection is gone (a timer or a channel
+        // that fires later): the waker keeps the record alive, so waking reads live
+        // memory, and the last one frees it.
+        let woken = Woken::new(3);
+        let group = Arc::new(Count::default());
+        woken.set_group_waker(&Waker::from(Arc::clone(&group)));
+        let kept: Vec<Waker> = (0..3)
+            .map(|index| woken.with_waker(index, Waker::clone))
+            .collect();
+        let weak = Arc::downgrade(&woken);
+        std::mem::drop(woken);
+        assert!(weak.upgrade().is_some(), "the wakers keep the record");
+        for (index, waker) in kept.into_iter().enumerate() {
+            if index == 1 {
+                std::mem::drop(waker);
+            } else {
+                waker.wake();
+            }
+        }
+        assert_eq!(group.0.load(Ordering::SeqCst), 2);
+        assert!(weak.upgrade().is_none(), "the last waker freed it");
+    }
 }

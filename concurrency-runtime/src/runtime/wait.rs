@@ -1,10 +1,4 @@
-//! The executors tasks run on, and how a synchronous caller waits for them.
-//!
-//! - Async I/O tasks and blocking I/O tasks use a tokio runtime that this crate
-//!   builds lazily, once, on first use (multi-threaded, one worker per core, I/O and
-//!   time drivers enabled). Blocking tasks go to its blocking pool, which grows past
-//!   the core count (up to tokio's default of 512 threads).
-//! - CPU tasks use rayon's global pool.
+//! How a synchronous caller waits for a group.
 //!
 //! A synchronous caller never builds a second runtime: it polls the group on its own
 //! thread and parks in between. On a tokio multi-threaded worker it first moves the
@@ -12,35 +6,17 @@
 //! own group's queued cpu tasks while it waits, so nested groups cannot starve a
 //! saturated pool (see `block_on_group`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
-use tokio::task::JoinHandle;
-
-use crate::task::TaskKind;
-
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-
-/// The embedded tokio runtime's handle, building the runtime on first use.
-pub(crate) fn runtime() -> &'static Handle {
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("concurrency-io")
-                .build()
-                .unwrap_or_else(|error| {
-                    panic!("concurrency-runtime: could not start the tokio runtime: {error}")
-                })
-        })
-        .handle()
-}
+use super::help::HelpScope;
+use super::{Context, ENTERED_EMBEDDED, Flag, SPAWN_ASYNC, runtime};
+use crate::kind::TaskKind;
 
 /// Runs a group to completion from synchronous code and returns its output.
 ///
@@ -76,33 +52,18 @@ where
     // runtime blocked by this very wait, or a worker) tokio may defer their wake-ups
     // to the scheduler this wait blocks. There they are spawned on the embedded
     // runtime instead.
-    let entered = ENTERED_EMBEDDED.get();
-    // Looked up once (it clones the handle): both questions below need it.
-    let flavor = if entered {
-        None
-    } else {
-        Handle::try_current()
-            .ok()
-            .map(|handle| handle.runtime_flavor())
-    };
-    let in_tokio = entered || flavor.is_some();
-    let spawn_async = any_async && (on_rayon || in_tokio);
+    let context = Context::current();
+    let spawn_async = any_async && (on_rayon || context.has_tokio());
     let wait = || {
         let _spawn = spawn_async.then(|| Flag::set(&SPAWN_ASYNC));
         let _context =
             (any_async && !spawn_async).then(|| (runtime().enter(), Flag::set(&ENTERED_EMBEDDED)));
         park_on(group, on_rayon && any_cpu)
     };
-    // As `blocking_section`, with the lookup above.
-    if flavor == Some(RuntimeFlavor::MultiThread) {
-        tokio::task::block_in_place(wait)
-    } else {
-        wait()
-    }
+    within_blocking_section(context, wait)
 }
 
 /// What `block_on_group` needs to know of a group's task kinds.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct Kinds {
     any_async: bool,
@@ -112,7 +73,7 @@ pub struct Kinds {
 
 impl Kinds {
     /// No task.
-    pub const NONE: Kinds = Kinds {
+    pub(crate) const NONE: Kinds = Kinds {
         any_async: false,
         any_cpu: false,
         all_cpu: true,
@@ -134,7 +95,7 @@ impl Kinds {
     }
 
     /// These kinds and `kind`.
-    pub const fn with(self, kind: TaskKind) -> Kinds {
+    pub(crate) const fn with(self, kind: TaskKind) -> Kinds {
         let cpu = matches!(kind, TaskKind::Cpu);
         Kinds {
             any_async: self.any_async || kind.is_async(),
@@ -152,92 +113,18 @@ thread_local! {
         thread: thread::current(),
         woken: AtomicBool::new(false),
     });
-    /// Set while this thread polls a group inside the embedded runtime's context that
-    /// it entered itself: the thread is then no worker of that runtime, whatever
-    /// `Handle::try_current` says, and must not call `block_in_place`.
-    static ENTERED_EMBEDDED: Cell<bool> = const { Cell::new(false) };
-    /// Set while a synchronous caller that must not poll async tasks waits for a
-    /// group: its async tasks are spawned on the embedded runtime.
-    static SPAWN_ASYNC: Cell<bool> = const { Cell::new(false) };
-    /// The cpu tasks started by the group a rayon worker is waiting for, which it may
-    /// run itself (see `offer_help`).
-    static HELP_SCOPE: RefCell<Option<Vec<Arc<dyn Helpable>>>> = const { RefCell::new(None) };
-}
-
-/// Whether this thread polls a group inside the embedded runtime's context that it
-/// entered itself (a synchronous caller's wait).
-pub(crate) fn entered_embedded() -> bool {
-    ENTERED_EMBEDDED.get()
-}
-
-/// Whether async tasks started now must be spawned on the embedded runtime.
-pub(crate) fn spawn_async_on_embedded() -> bool {
-    SPAWN_ASYNC.get()
-}
-
-/// Sets a thread-local flag until dropped, then restores its previous value.
-struct Flag(&'static std::thread::LocalKey<Cell<bool>>, bool);
-
-impl Flag {
-    fn set(key: &'static std::thread::LocalKey<Cell<bool>>) -> Self {
-        Flag(key, key.replace(true))
-    }
-}
-
-impl Drop for Flag {
-    fn drop(&mut self) {
-        self.0.set(self.1);
-    }
-}
-
-/// A queued cpu task (or batch of cpu tasks) that a waiting thread may run in place.
-pub(crate) trait Helpable: Send + Sync {
-    /// Runs the task (a batch: the tasks no thread claimed yet) unless it already
-    /// started elsewhere; `true` if anything ran here.
-    fn run_if_unclaimed(self: Arc<Self>) -> bool;
-}
-
-/// Offers a just-started cpu task or batch to the rayon worker that waits for its
-/// group, if it was started by such a worker. Like `rayon::join`, the waiting thread then
-/// runs its own group's tasks rather than sleeping; unlike `rayon::yield_now`, it
-/// never runs unrelated jobs, so nested waits cannot pile up on its stack.
-pub(crate) fn offer_help(job: Arc<dyn Helpable>) {
-    HELP_SCOPE.with(|scope| {
-        if let Some(jobs) = scope.borrow_mut().as_mut() {
-            jobs.push(job);
-        }
-    });
-}
-
-/// Opens a help scope for one wait, restoring the enclosing one afterwards.
-struct HelpScope(Option<Vec<Arc<dyn Helpable>>>);
-
-impl HelpScope {
-    fn open() -> Self {
-        HelpScope(HELP_SCOPE.replace(Some(Vec::new())))
-    }
-
-    fn next(&self) -> Option<Arc<dyn Helpable>> {
-        HELP_SCOPE.with(|scope| scope.borrow_mut().as_mut().and_then(Vec::pop))
-    }
-}
-
-impl Drop for HelpScope {
-    fn drop(&mut self) {
-        HELP_SCOPE.set(self.0.take());
-    }
 }
 
 /// Runs `f`, which blocks. On a multi-threaded tokio worker, the worker's other
 /// tasks are handed to another thread first so that `f` does not stall them.
 pub(crate) fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
-    if ENTERED_EMBEDDED.get() {
-        return f();
-    }
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+    within_blocking_section(Context::current(), f)
+}
+
+/// As `blocking_section`, in the context looked up already.
+fn within_blocking_section<R>(context: Context, f: impl FnOnce() -> R) -> R {
+    match context {
+        Context::Tokio { multi_thread: true } => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
@@ -305,7 +192,7 @@ fn park_on<F: Future>(future: F, help: bool) -> F::Output {
         unparker.woken.store(false, Ordering::Relaxed); // stale wake-ups of earlier waits
     }
     let waker = Waker::from(Arc::clone(&unparker));
-    let mut cx = Context::from_waker(&waker);
+    let mut cx = TaskContext::from_waker(&waker);
     let scope = help.then(HelpScope::open);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
@@ -332,23 +219,5 @@ fn park_on<F: Future>(future: F, help: bool) -> F::Output {
                 None => thread::park(),
             }
         }
-    }
-}
-
-/// A `JoinHandle` that aborts its task when dropped: a dropped group cancels its
-/// async tasks and keeps queued blocking tasks from starting.
-pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }

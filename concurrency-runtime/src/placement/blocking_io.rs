@@ -5,84 +5,88 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::output::judge;
-use super::{
-    Bodies, Joined, Options, OutputKind, Permit, Policied, Policy, Start, Task, TaskKind, Value,
-    policy, task_common,
-};
+use super::joined::{AbortOnDrop, Joined};
+use super::output::{OutputKind, Value, judge};
+use super::seam::{Placement, Start, TaskValue};
 use crate::cancel::CancelFlag;
 use crate::error::{BoxError, TaskError};
-use crate::executor::{AbortOnDrop, runtime};
+use crate::kind::TaskKind;
+use crate::policy::{self, Bodies, Named, Permit, Policied, Policy};
+use crate::runtime::runtime;
 
-/// A blocking I/O task: returned by calling an `#[io_task] fn` (without `async`).
-///
-/// It runs on a thread of the embedded tokio runtime's blocking pool: never on an
-/// async worker thread (where it would stall other tasks) nor on rayon's pool (where
-/// it would take a core from CPU work). The pool grows past the number of cores, so
-/// many blocking calls wait side by side.
-///
-/// ```
-/// use concurrency_runtime::io_task;
-///
-/// #[io_task]
-/// fn read_len(path: String) -> usize {
-///     std::fs::read(&path).map(|bytes| bytes.len()).unwrap_or(0)
-/// }
-///
-/// let on_pool = read_len("Cargo.toml".into()).run();
-/// let here = read_len("Cargo.toml".into()).run_inline(); // the body, on this thread
-/// assert_eq!(on_pool, here);
-/// ```
-#[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-pub struct BlockingIoTask<F, O = Value> {
-    name: &'static str,
+/// Where an `#[io_task] fn` (without `async`) runs: a thread of the embedded tokio
+/// runtime's blocking pool, never an async worker thread (where it would stall other
+/// tasks) nor rayon's pool (where it would take a core from CPU work). The pool grows
+/// past the number of cores, so many blocking calls wait side by side.
+pub struct BlockingIo<F, O = Value> {
     body: Bodies<F>,
-    policy: Options,
     output: PhantomData<fn() -> O>,
 }
 
-impl<F, T, O> BlockingIoTask<F, O>
+impl<F, O> std::fmt::Debug for BlockingIo<F, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingIo").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, O> BlockingIo<F, O>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
     O: OutputKind<T>,
 {
     /// Used by `#[io_task]`.
-    #[doc(hidden)]
-    pub fn new(name: &'static str, policy: Policy, body: F) -> Self {
-        Self::with(name, policy, Bodies::once(body))
+    pub fn new(name: &'static str, policy: Policy, body: F) -> TaskValue<Self> {
+        Self::with_bodies(name, policy, Bodies::once(body))
     }
 
     /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's body.
-    #[doc(hidden)]
     pub fn retrying(
         name: &'static str,
         policy: Policy,
         make: impl FnMut() -> F + Send + 'static,
-    ) -> Self {
-        Self::with(name, policy, Bodies::repeating(make))
+    ) -> TaskValue<Self> {
+        Self::with_bodies(name, policy, Bodies::repeating(make))
     }
 
-    fn with(name: &'static str, policy: Policy, body: Bodies<F>) -> Self {
-        BlockingIoTask {
+    fn with_bodies(name: &'static str, policy: Policy, body: Bodies<F>) -> TaskValue<Self> {
+        TaskValue::with(
             name,
-            body,
-            policy: Options::new(policy),
-            output: PhantomData,
-        }
-    }
-
-    /// Runs the body on the current thread, with no executor: for unit tests.
-    pub fn run_inline(self) -> T {
-        (self.body.into_first())()
+            policy,
+            BlockingIo {
+                body,
+                output: PhantomData,
+            },
+        )
     }
 }
 
-task_common!(BlockingIoTask<F, O>);
+impl<F, T, O> TaskValue<BlockingIo<F, O>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+    O: OutputKind<T>,
+{
+    /// Runs the body on the current thread, with no executor: for unit tests.
+    ///
+    /// ```
+    /// use concurrency_runtime::io_task;
+    ///
+    /// #[io_task]
+    /// fn read_len(path: String) -> usize {
+    ///     std::fs::read(&path).map(|bytes| bytes.len()).unwrap_or(0)
+    /// }
+    ///
+    /// let on_pool = read_len("Cargo.toml".into()).run();
+    /// let here = read_len("Cargo.toml".into()).run_inline(); // the body, on this thread
+    /// assert_eq!(on_pool, here);
+    /// ```
+    pub fn run_inline(self) -> T {
+        (self.placement.body.into_first())()
+    }
+}
 
-// Not listed in errors: a value that is not a task gets `Task`\'s own message.
-#[diagnostic::do_not_recommend]
-impl<F, T, O> Task for BlockingIoTask<F, O>
+impl<F, T, O> Placement for BlockingIo<F, O>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -91,33 +95,22 @@ where
     type Output = T;
     type Ok = O::Ok;
     type Running = Policied<BlockingRunning<T>, T>;
+    type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::BlockingIo;
-    type Itself = Self;
 
-    #[inline(always)]
-    fn itself(self) -> Self {
-        self
-    }
-
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn start(self, _: Start) -> Self::Running {
-        let name = self.name;
+    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
+        let name = task.name;
         policy::start(
             name,
-            self.policy,
-            self.body,
+            task.options,
+            task.placement.body,
             judge::<O, T>(),
             move |body, permit| attempt(name, body, permit.take()),
         )
     }
 
-    type Detached = Self::Running;
-
-    fn detach(self) -> Self::Running {
-        self.start(Start::Spawned)
+    fn detach(task: TaskValue<Self>) -> Self::Running {
+        Self::start(task, Start::Spawned)
     }
 
     fn split(output: T) -> Result<O::Ok, BoxError> {
@@ -151,14 +144,13 @@ where
 /// A started blocking task. Dropping it before the task finishes raises the task's
 /// cancellation flag (see [`is_cancelled`](crate::is_cancelled)); a task that has
 /// not started yet never starts.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct BlockingRunning<T> {
     joined: Joined<T>,
     cancel: CancelFlag,
 }
 
-impl<T> super::Named for BlockingRunning<T> {
+impl<T> Named for BlockingRunning<T> {
     fn task_name(&self) -> &'static str {
         self.joined.name
     }

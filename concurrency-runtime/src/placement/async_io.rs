@@ -8,16 +8,16 @@ use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
-use super::output::judge;
-use super::{
-    Bodies, Joined, Options, OutputKind, Policied, Policy, Start, Task, TaskKind, Value, policy,
-    task_common,
-};
+use super::joined::{AbortOnDrop, Joined};
+use super::output::{OutputKind, Value, judge};
+use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
-use crate::executor::{AbortOnDrop, runtime};
+use crate::kind::TaskKind;
+use crate::policy::{self, Bodies, Named, Policied, Policy};
+use crate::runtime::{self, in_tokio_context, runtime};
 
 pin_project_lite::pin_project! {
-    /// An async I/O task: returned by calling an `#[io_task] async fn`.
+    /// Where an `#[io_task] async fn` runs: its future, polled on tokio.
     ///
     /// Awaited, or in `run_concurrently!(async; ...)`, the future is polled as part of
     /// the caller's tokio task, exactly like `tokio::join!` does, with each poll guarded
@@ -28,9 +28,56 @@ pin_project_lite::pin_project! {
     /// rayon worker or sits inside a tokio context; a spawned task is the body alone
     /// (tokio catches its panic, and the join handle reports it under the task's name).
     /// Either way it is polled inside a tokio runtime context.
-    ///
-    /// The body alone: `.run_inline()` returns the future without the guard, to
-    /// `.await` in a unit test:
+    pub struct AsyncIo<F, O = Value> {
+        // Pinned only when a group polls the task in place (`poll_in_place`).
+        #[pin]
+        future: Bodies<F>,
+        output: PhantomData<fn() -> O>,
+    }
+}
+
+impl<F, O> AsyncIo<F, O>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    O: OutputKind<F::Output>,
+{
+    /// Used by `#[io_task]`.
+    #[inline]
+    pub fn new(name: &'static str, policy: Policy, future: F) -> TaskValue<Self> {
+        Self::with_bodies(name, policy, Bodies::once(future))
+    }
+
+    /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's future.
+    pub fn retrying(
+        name: &'static str,
+        policy: Policy,
+        make: impl FnMut() -> F + Send + 'static,
+    ) -> TaskValue<Self> {
+        Self::with_bodies(name, policy, Bodies::repeating(make))
+    }
+
+    #[inline]
+    fn with_bodies(name: &'static str, policy: Policy, future: Bodies<F>) -> TaskValue<Self> {
+        TaskValue::with(
+            name,
+            policy,
+            AsyncIo {
+                future,
+                output: PhantomData,
+            },
+        )
+    }
+}
+
+impl<F, O> TaskValue<AsyncIo<F, O>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    O: OutputKind<F::Output>,
+{
+    /// The body's future itself, without the runtime context or the panic guard
+    /// that running it as a task adds: `.await` it to test the body's logic.
     ///
     /// ```
     /// use concurrency_runtime::io_task;
@@ -48,62 +95,12 @@ pin_project_lite::pin_project! {
     /// assert_eq!(greet("test".into()).run_inline().await, "hello test");
     /// # });
     /// ```
-    #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
-    pub struct AsyncIoTask<F, O = Value> {
-        name: &'static str,
-        // Pinned only when a group polls the task in place (`Task::poll_in_place`).
-        #[pin]
-        future: Bodies<F>,
-        policy: Options,
-        output: PhantomData<fn() -> O>,
-    }
-}
-
-impl<F, O> AsyncIoTask<F, O>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-    O: OutputKind<F::Output>,
-{
-    /// Used by `#[io_task]`.
-    #[doc(hidden)]
-    #[inline]
-    pub fn new(name: &'static str, policy: Policy, future: F) -> Self {
-        Self::with(name, policy, Bodies::once(future))
-    }
-
-    /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's future.
-    #[doc(hidden)]
-    pub fn retrying(
-        name: &'static str,
-        policy: Policy,
-        make: impl FnMut() -> F + Send + 'static,
-    ) -> Self {
-        Self::with(name, policy, Bodies::repeating(make))
-    }
-
-    #[inline]
-    fn with(name: &'static str, policy: Policy, future: Bodies<F>) -> Self {
-        AsyncIoTask {
-            name,
-            future,
-            policy: Options::new(policy),
-            output: PhantomData,
-        }
-    }
-
-    /// The body's future itself, without the runtime context or the panic guard
-    /// that running it as a task adds: `.await` it to test the body's logic.
     pub fn run_inline(self) -> F {
-        self.future.into_first()
+        self.placement.future.into_first()
     }
 }
 
-task_common!(AsyncIoTask<F, O>);
-
-// Not listed in errors: a value that is not a task gets `Task`\'s own message.
-#[diagnostic::do_not_recommend]
-impl<F, O> Task for AsyncIoTask<F, O>
+impl<F, O> Placement for AsyncIo<F, O>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -112,65 +109,54 @@ where
     type Output = F::Output;
     type Ok = O::Ok;
     type Running = Policied<AsyncRunning<F>, F::Output>;
+    type Detached = Policied<Detached<F::Output>, F::Output>;
     const KIND: TaskKind = TaskKind::AsyncIo;
-    type Itself = Self;
 
     #[inline]
-    fn itself(self) -> Self {
-        self
-    }
-
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    #[inline]
-    fn start(self, start: Start) -> Self::Running {
-        let name = self.name;
+    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
+        let name = task.name;
         // What the group knew about the tokio context holds for its first poll; each
         // attempt of a task with options (a retry, polled later) looks again.
         let start = match start {
-            Start::InContext if !self.policy.is_plain() => Start::Inline,
+            Start::InContext if !task.options.is_plain() => Start::Inline,
             start => start,
         };
         // The permit of a `limit` is held while the future runs, then dropped.
         policy::start(
             name,
-            self.policy,
-            self.future,
+            task.options,
+            task.placement.future,
             judge::<O, F::Output>(),
             move |future, _permit| attempt(name, future, start),
         )
     }
 
     #[inline(always)]
-    fn in_place(&self, start: Start) -> bool {
-        start != Start::Spawned && self.policy.is_plain()
+    fn in_place(task: &TaskValue<Self>, start: Start) -> bool {
+        start != Start::Spawned && task.options.is_plain()
     }
 
     #[inline(always)]
     fn poll_in_place(
-        self: Pin<&mut Self>,
+        task: Pin<&mut TaskValue<Self>>,
         cx: &mut Context<'_>,
         start: Start,
     ) -> Poll<Result<F::Output, TaskError>> {
-        let this = self.project();
+        let task = task.project();
         poll_guarded(
-            this.future.first_pinned(),
+            task.placement.project().future.first_pinned(),
             cx,
-            this.name,
+            task.name,
             start == Start::InContext,
         )
     }
 
-    type Detached = Policied<Detached<F::Output>, F::Output>;
-
-    fn detach(self) -> Self::Detached {
-        let name = self.name;
+    fn detach(task: TaskValue<Self>) -> Self::Detached {
+        let name = task.name;
         policy::start(
             name,
-            self.policy,
-            self.future,
+            task.options,
+            task.placement.future,
             judge::<O, F::Output>(),
             move |future, _permit| Detached {
                 joined: spawn(name, future),
@@ -204,15 +190,6 @@ where
     }
 }
 
-/// Whether this thread is inside a tokio runtime context. Inside a tokio task (the
-/// common case) that is a thread-local read; otherwise `Handle::try_current` clones
-/// the handle, so a group looks once for all its tasks (see `Starter`).
-pub(crate) fn in_tokio_context() -> bool {
-    crate::executor::entered_embedded()
-        || tokio::task::try_id().is_some()
-        || Handle::try_current().is_ok()
-}
-
 /// Spawns an async task as its own tokio task, on the caller's runtime, or on the
 /// embedded one when there is none or the caller must not use it (see
 /// `spawn_async_on_embedded`).
@@ -226,7 +203,7 @@ where
 {
     let future = InTask { future };
     let handle = match Handle::try_current() {
-        Ok(handle) if !crate::executor::spawn_async_on_embedded() => handle.spawn(future),
+        Ok(handle) if !runtime::spawn_async_on_embedded() => handle.spawn(future),
         _ => runtime().spawn(future),
     };
     Joined {
@@ -257,7 +234,6 @@ impl<F: Future> Future for InTask<F> {
 
 /// An async task spawned as its own tokio task (the collection form's slot: a
 /// join handle, not the future).
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct Detached<T> {
     joined: Joined<T>,
@@ -272,13 +248,13 @@ impl<T> Future for Detached<T> {
     }
 }
 
-impl<T> super::Named for Detached<T> {
+impl<T> Named for Detached<T> {
     fn task_name(&self) -> &'static str {
         self.joined.name
     }
 }
 
-impl<F: Future> super::Named for AsyncRunning<F> {
+impl<F: Future> Named for AsyncRunning<F> {
     fn task_name(&self) -> &'static str {
         match self {
             AsyncRunning::Inline { guarded } => guarded.name,
@@ -289,7 +265,6 @@ impl<F: Future> super::Named for AsyncRunning<F> {
 
 pin_project_lite::pin_project! {
     /// A started async task.
-    #[doc(hidden)]
     #[project = AsyncRunningProj]
     pub enum AsyncRunning<F: Future> {
         Inline { #[pin] guarded: Guarded<F> },
@@ -311,7 +286,6 @@ impl<F: Future> Future for AsyncRunning<F> {
 
 pin_project_lite::pin_project! {
     /// The task's future with a tokio context and a panic guard around each poll.
-    #[doc(hidden)]
     pub struct Guarded<F> {
         #[pin]
         future: F,
