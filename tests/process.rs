@@ -123,7 +123,10 @@ fn run_marked(value: &str, stdin: std::process::Stdio) -> std::process::Output {
 fn a_worker_marker_without_a_valid_channel_says_why_and_exits_2() {
     let pid = std::process::id();
     let settings = |fd: &str, parent: &str| {
-        format!("fd={fd} {parent} depth=1 max_frame=1024 max_depth=2 nested=1 tasks=0 memory=0")
+        format!(
+            "fd={fd} {parent} depth=1 max_frame=1024 max_depth=2 nested=1 tasks=0 memory=0 \
+             registry=0"
+        )
     };
     let socket = || {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
@@ -134,6 +137,7 @@ fn a_worker_marker_without_a_valid_channel_says_why_and_exits_2() {
     };
     let (_kept, stdin_socket) = socket();
     let (_kept_too, another_socket) = socket();
+    let (_kept_three, a_third_socket) = socket();
     let cases = [
         // stdin is /dev/null, not a socket
         (
@@ -156,6 +160,12 @@ fn a_worker_marker_without_a_valid_channel_says_why_and_exits_2() {
             settings("0", "parent=1"),
             another_socket,
             format!("it was started for parent process 1, but its parent is process {pid}"),
+        ),
+        // The right parent, but not the same program: its tasks are numbered otherwise.
+        (
+            settings("0", &format!("parent={pid}")),
+            a_third_socket,
+            "its process tasks differ from its parent's".to_string(),
         ),
     ];
     for (value, stdin, expected) in cases {

@@ -4,16 +4,15 @@
 
 mod support;
 
-use std::future::{Future, IntoFuture, poll_fn};
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, Once};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use concurrency_runtime::cpu_task;
 use concurrency_runtime::process::{self, PoolConfig};
-use support::{WATCHDOG, panic_message, watchdog};
+use support::{WATCHDOG, panic_message, poll_once, watchdog};
 
 /// Configures the one-worker pool, and runs this binary's tests one at a time: each
 /// needs the worker's queue to itself.
@@ -58,15 +57,6 @@ fn wait_for(path: &Path) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Polls `future` once: its output if it is ready.
-async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
-    poll_fn(|context| match future.as_mut().poll(context) {
-        Poll::Ready(output) => Poll::Ready(Some(output)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
 }
 
 /// Creates `started`, waits until `release` exists, returns the worker's pid.

@@ -156,3 +156,14 @@ pub fn zombies() -> Vec<u32> {
         .map(|(pid, _)| pid)
         .collect()
 }
+
+/// Polls `future` once: its output if it is ready.
+pub async fn poll_once<F: std::future::Future>(
+    mut future: std::pin::Pin<&mut F>,
+) -> Option<F::Output> {
+    std::future::poll_fn(|context| match future.as_mut().poll(context) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}

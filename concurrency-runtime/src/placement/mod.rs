@@ -4,7 +4,8 @@
 //! - `async_io`: `#[io_task] async fn`, polled on tokio;
 //! - `blocking_io`: `#[io_task] fn`, on tokio's blocking pool;
 //! - `cpu`: `#[cpu_task] fn`, on rayon (collections of them as one batch, `cpu_batch`);
-//! - `process`: `#[cpu_task(process)] fn`, in a worker process (see `crate::process`);
+//! - `process`: `#[cpu_task(process)] fn`, in a worker process (see `crate::process`;
+//!   collections of them as one batch, `process_batch`);
 //! - `invalid`: what a function whose attribute was rejected returns.
 
 mod async_io;
@@ -16,6 +17,8 @@ mod joined;
 mod output;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process;
+#[cfg(all(feature = "process", target_os = "linux"))]
+mod process_batch;
 mod seam;
 mod start;
 

@@ -3,18 +3,20 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
+use super::cpu_batch::{BatchFuture, Finish};
 use super::output::{OutputKind, Value, judge};
-use super::seam::{Placement, Start, TaskValue};
+use super::process_batch::{self, DecodeResult, KnownEntry, Request, decoded};
+use super::seam::{Placement, Start, TaskValue, Tasks};
 use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::kind::TaskKind;
 use crate::policy::{self, Bodies, Named, Policied, Policy};
-use crate::process::parent::{Job, Outcome, Ticket, submit};
-use crate::process::registry::ProcessEntry;
+use crate::process::parent::{Answer, Control, Job, Sink, submit};
+use crate::process::registry::{self, ProcessEntry};
 use crate::process::{protocol, wire};
+use crate::sync::Completion;
 
 /// Where a `#[cpu_task(process)]` function runs: a worker process of the pool. Its
 /// arguments are encoded, sent to the worker (a copy of this program, started with
@@ -37,9 +39,6 @@ impl<A, R, O> std::fmt::Debug for Process<A, R, O> {
 /// How a task's arguments are encoded (made by `#[cpu_task(process)]`, where the
 /// argument types are checked).
 type EncodeArgs<A> = fn(&A, &mut Vec<u8>, usize) -> Result<(), wire::Error>;
-
-/// How a task's result is decoded.
-type DecodeResult<R> = fn(&[u8]) -> Result<R, wire::Error>;
 
 /// A process task's body and how its arguments and result are encoded (made by
 /// `#[cpu_task(process)]`).
@@ -102,22 +101,76 @@ where
 }
 
 impl<A, R, O> Process<A, R, O> {
-    /// The request frame of this task: its encoded arguments, refused as soon as they
-    /// pass the pool's frame limit.
-    fn request(&self, name: &'static str) -> Result<Vec<u8>, TaskError> {
-        let max = crate::process::parent::max_frame_bytes();
-        protocol::request(self.entry.id, max, |out, limit| {
+    /// Appends the body of this task's request to `out`: its encoded arguments,
+    /// refused as soon as the frame would pass the pool's limit of `max_frame` bytes.
+    pub(crate) fn encode_request(
+        &self,
+        name: &'static str,
+        out: &mut Vec<u8>,
+        max_frame: u64,
+    ) -> Result<(), TaskError> {
+        self.encode_request_numbered(name, out, max_frame, &mut None)
+    }
+
+    /// As `encode_request`; `known` remembers the registry number of the last entry
+    /// looked up, for a collection whose tasks are mostly of one function.
+    pub(crate) fn encode_request_numbered(
+        &self,
+        name: &'static str,
+        out: &mut Vec<u8>,
+        max_frame: u64,
+        known: &mut KnownEntry,
+    ) -> Result<(), TaskError> {
+        let number = match *known {
+            Some((entry, number)) if std::ptr::eq(entry, self.entry) => Some(number),
+            _ => registry::index_of(self.entry),
+        };
+        let Some(task) = number else {
+            return Err(TaskError::protocol(
+                name,
+                format!(
+                    "`{}` is not in the registry of process tasks",
+                    self.entry.id
+                ),
+            ));
+        };
+        *known = Some((self.entry, task));
+        protocol::request_body(out, task, max_frame, |out, limit| {
             (self.encode_args)(&self.args, out, limit)
         })
         .map_err(|error| match error {
             wire::Error::TooLarge { .. } => TaskError::protocol(
                 name,
-                format!("the arguments' frame exceeds the maximum frame size of {max} bytes"),
+                format!("the arguments' frame exceeds the maximum frame size of {max_frame} bytes"),
             ),
             error => {
                 TaskError::serialization(name, SerializationStage::ArgumentsOut, error.to_string())
             }
         })
+    }
+
+    /// The body of this task's request.
+    fn request(&self, name: &'static str) -> Result<Vec<u8>, TaskError> {
+        let mut body = Vec::new();
+        let max_frame = crate::process::parent::max_frame_bytes();
+        self.encode_request(name, &mut body, max_frame)?;
+        Ok(body)
+    }
+}
+
+impl<A, R, O> Request for TaskValue<Process<A, R, O>> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        max_frame: u64,
+        known: &mut KnownEntry,
+    ) -> Result<(), TaskError> {
+        self.placement
+            .encode_request_numbered(self.name, out, max_frame, known)
     }
 }
 
@@ -140,7 +193,7 @@ where
             Ok(frame) => frame,
             Err(error) => {
                 return Policied::Plain {
-                    attempt: ProcessRunning::failed(name, decode, error),
+                    attempt: ProcessRunning::failed(name, error),
                 };
             }
         };
@@ -168,14 +221,35 @@ where
         if !task.options.is_plain() {
             return Err(task);
         }
-        let mut frame = match task.placement.request(task.name) {
-            Ok(frame) => frame,
+        let body = match task.placement.request(task.name) {
+            Ok(body) => body,
             Err(error) => return Ok(Err(error)),
         };
-        match crate::process::parent::run_here(task.name, &mut frame) {
-            None => Err(task),
-            Some(outcome) => Ok(decoded(task.name, task.placement.decode_result, outcome)),
+        let (name, decode) = (task.name, task.placement.decode_result);
+        crate::process::parent::run_here(name, &body, |answer| {
+            answer.and_then(|bytes| decoded(name, decode, bytes))
+        })
+        .ok_or(task)
+    }
+
+    fn batch<I: Send + 'static, E: Send + 'static>(
+        tasks: Tasks<Self>,
+        finish: Finish<R, I, E>,
+    ) -> Result<BatchFuture<I, E>, Tasks<Self>> {
+        // Tasks with options are supervised one by one.
+        if !tasks.iter().all(|task| task.options.is_plain()) {
+            return Err(tasks);
         }
+        let count = tasks.len();
+        let Some(decode) = tasks.iter().next().map(|task| task.placement.decode_result) else {
+            return Ok(Box::pin(std::future::ready(Ok(Vec::new()))));
+        };
+        Ok(process_batch::start(
+            count,
+            tasks.into_iter(),
+            decode,
+            finish,
+        ))
     }
 
     fn split(output: R) -> Result<O::Ok, BoxError> {
@@ -183,36 +257,67 @@ where
     }
 }
 
-/// A task's result from its worker's answer.
-fn decoded<R>(
+/// One process task's place in the pool: its request, its cancellation, and where
+/// its outcome goes.
+struct Ticket<R> {
     name: &'static str,
+    body: Vec<u8>,
+    control: Control,
     decode: DecodeResult<R>,
-    outcome: Outcome,
-) -> Result<R, TaskError> {
-    outcome.and_then(|bytes| {
-        decode(&bytes).map_err(|error| {
-            TaskError::serialization(name, SerializationStage::ResultIn, error.to_string())
-        })
-    })
+    outcome: Completion<Result<R, TaskError>>,
 }
 
-/// Sends one attempt of a process task to the pool.
-fn attempt<R>(name: &'static str, frame: Vec<u8>, decode: DecodeResult<R>) -> ProcessRunning<R> {
-    let ticket = Arc::new(Ticket::default());
-    submit(Job {
-        name,
-        frame,
-        ticket: Arc::clone(&ticket),
-    });
-    ProcessRunning {
-        state: State::Waiting(ticket),
-        name,
-        decode,
+impl<R: Send> Sink for Ticket<R> {
+    fn name(&self, _: usize) -> &'static str {
+        self.name
+    }
+
+    fn body(&self, _: usize) -> &[u8] {
+        &self.body
+    }
+
+    fn control(&self, _: usize) -> &Control {
+        &self.control
+    }
+
+    fn deliver(&self, _: usize, answer: Answer<'_>) {
+        let outcome = match answer {
+            Answer::Ok(bytes) => decoded(self.name, self.decode, bytes),
+            Answer::Err(error) => Err(error),
+        };
+        self.outcome.put(outcome);
+    }
+
+    fn settle(&self, _: usize) -> Option<Waker> {
+        self.outcome.take_waker()
     }
 }
 
-enum State {
-    Waiting(Arc<Ticket>),
+/// Sends one attempt of a process task to the pool.
+fn attempt<R: Send + 'static>(
+    name: &'static str,
+    body: Vec<u8>,
+    decode: DecodeResult<R>,
+) -> ProcessRunning<R> {
+    let ticket = Arc::new(Ticket {
+        name,
+        body,
+        control: Control::default(),
+        decode,
+        outcome: Completion::default(),
+    });
+    submit(std::iter::once(Job {
+        sink: Arc::clone(&ticket) as Arc<dyn Sink>,
+        index: 0,
+    }));
+    ProcessRunning {
+        state: State::Waiting(ticket),
+        name,
+    }
+}
+
+enum State<R> {
+    Waiting(Arc<Ticket<R>>),
     Failed(Option<TaskError>),
     Done,
 }
@@ -220,9 +325,8 @@ enum State {
 /// A started process task. Dropping it before it finishes cancels it: a task no
 /// worker has picked up never runs; a running task's worker is killed (and replaced).
 pub struct ProcessRunning<R> {
-    state: State,
+    state: State<R>,
     name: &'static str,
-    decode: DecodeResult<R>,
 }
 
 impl<R> Named for ProcessRunning<R> {
@@ -232,11 +336,10 @@ impl<R> Named for ProcessRunning<R> {
 }
 
 impl<R> ProcessRunning<R> {
-    fn failed(name: &'static str, decode: DecodeResult<R>, error: TaskError) -> Self {
+    fn failed(name: &'static str, error: TaskError) -> Self {
         ProcessRunning {
             state: State::Failed(Some(error)),
             name,
-            decode,
         }
     }
 }
@@ -244,7 +347,7 @@ impl<R> ProcessRunning<R> {
 impl<R> Drop for ProcessRunning<R> {
     fn drop(&mut self) {
         if let State::Waiting(ticket) = &self.state {
-            ticket.cancel();
+            ticket.control.cancel();
         }
     }
 }
@@ -260,9 +363,9 @@ impl<R> Future for ProcessRunning<R> {
                 .unwrap_or_else(|| TaskError::cancelled(name)))),
             State::Done => Poll::Ready(Err(TaskError::cancelled(name))),
             State::Waiting(ticket) => {
-                let outcome = std::task::ready!(ticket.poll_outcome(cx));
+                let outcome = std::task::ready!(ticket.outcome.poll(cx));
                 self.state = State::Done;
-                Poll::Ready(decoded(name, self.decode, outcome))
+                Poll::Ready(outcome)
             }
         }
     }

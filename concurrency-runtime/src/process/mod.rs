@@ -9,6 +9,7 @@
 //! worker's in `worker/`; both speak `protocol.rs` frames whose arguments and results
 //! use the `wire.rs` format.
 
+mod answer_ring;
 pub(crate) mod codec;
 mod config;
 mod handoff;
@@ -17,6 +18,7 @@ pub(crate) mod protocol;
 pub(crate) mod registry;
 mod settings;
 mod shared_counter;
+mod shared_memory;
 mod sys;
 pub(crate) mod wire;
 mod worker;

@@ -29,74 +29,76 @@ pub(crate) const RETIRED: u8 = 7;
 /// and the requests it had already sent come back `RETIRED`.
 pub(crate) const RETIRING: u8 = 0x80;
 
-/// Bytes before a request's arguments: length, id, task-id length.
-const REQUEST_FIXED: usize = 8 + 8 + 4;
 /// Bytes before a response's payload: length, id, status.
 pub(crate) const RESPONSE_HEADER: usize = 8 + 8 + 1;
 
+/// A frame whose length prefix exceeds the configured maximum: the peer broke the
+/// protocol.
 #[derive(Debug)]
-pub(crate) enum FrameError {
-    /// The peer closed the channel cleanly between frames.
-    Closed,
-    /// The length prefix exceeds the configured maximum.
-    TooLarge { length: u64, max: u64 },
-    /// The channel ended inside a frame, or another I/O error.
-    Io(io::Error),
+pub(crate) struct FrameError {
+    pub(crate) length: u64,
+    pub(crate) max: u64,
 }
 
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameError::Closed => f.write_str("channel closed"),
-            FrameError::TooLarge { length, max } => {
-                write!(
-                    f,
-                    "frame of {length} bytes exceeds the maximum frame size of {max} bytes"
-                )
-            }
-            FrameError::Io(error) => write!(f, "{error}"),
-        }
+        let FrameError { length, max } = self;
+        write!(
+            f,
+            "frame of {length} bytes exceeds the maximum frame size of {max} bytes"
+        )
     }
 }
 
-/// The whole frame of a request for task `task_id`, with its arguments written by
-/// `arguments` (which stops with `TooLarge` once the body would pass `max_body`
-/// bytes); the id is set later, by whoever sends it (see [`set_request_id`]).
-pub(crate) fn request(
-    task_id: &str,
-    max_body: u64,
+/// Appends the body of a request for task number `task` (see `registry::index_of`) to
+/// `out`, all but the id that starts every request (see [`request_header`]): the task's
+/// number, then the arguments written by `arguments`, which stops with `TooLarge` as
+/// soon as the request's frame would pass `max_frame` bytes.
+pub(crate) fn request_body(
+    out: &mut Vec<u8>,
+    task: u32,
+    max_frame: u64,
     arguments: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), wire::Error>,
-) -> Result<Vec<u8>, wire::Error> {
-    let mut frame = Vec::with_capacity(REQUEST_FIXED + task_id.len() + 16);
-    frame.extend_from_slice(&[0; 16]);
-    frame.extend_from_slice(&(task_id.len() as u32).to_le_bytes());
-    frame.extend_from_slice(task_id.as_bytes());
-    let limit = usize::try_from(max_body)
+) -> Result<(), wire::Error> {
+    let start = out.len();
+    out.extend_from_slice(&task.to_le_bytes());
+    // The frame's body is the 8-byte id and this.
+    let limit = usize::try_from(max_frame)
         .unwrap_or(usize::MAX)
-        .saturating_add(8);
-    arguments(&mut frame, limit)?;
-    let body = (frame.len() - 8) as u64;
-    frame[..8].copy_from_slice(&body.to_le_bytes());
-    Ok(frame)
+        .saturating_sub(8)
+        .saturating_add(start);
+    if out.len() > limit {
+        return Err(wire::Error::TooLarge {
+            limit: limit - start,
+        });
+    }
+    arguments(out, limit)
 }
 
-/// Sets the id of a request frame built by [`request`].
-pub(crate) fn set_request_id(frame: &mut [u8], id: u64) {
-    frame[8..16].copy_from_slice(&id.to_le_bytes());
+/// The first bytes of request `id`'s frame, whose body (see [`request_body`]) is
+/// `body_len` bytes long: the frame's length, then the id.
+pub(crate) fn request_header(id: u64, body_len: usize) -> [u8; REQUEST_HEADER] {
+    let mut header = [0u8; REQUEST_HEADER];
+    header[..8].copy_from_slice(&((8 + body_len) as u64).to_le_bytes());
+    header[8..].copy_from_slice(&id.to_le_bytes());
+    header
 }
+
+/// Bytes before a request's body: the frame's length and the id.
+pub(crate) const REQUEST_HEADER: usize = 16;
 
 /// A request, as the worker sees it (the body of a frame).
 pub(crate) struct Request<'a> {
     pub(crate) id: u64,
-    pub(crate) task: &'a str,
+    /// The task's number in the registry.
+    pub(crate) task: u32,
     pub(crate) args: &'a [u8],
 }
 
 pub(crate) fn parse_request(body: &[u8]) -> Option<Request<'_>> {
     let id = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
-    let task_len = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) as usize;
-    let task = std::str::from_utf8(body.get(12..12usize.checked_add(task_len)?)?).ok()?;
-    let args = body.get(12 + task_len..)?;
+    let task = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?);
+    let args = body.get(12..)?;
     Some(Request { id, task, args })
 }
 
@@ -115,46 +117,23 @@ pub(crate) fn finish_response(out: &mut [u8], id: u64, status: u8) {
     out[16] = status;
 }
 
-/// A response, as the parent sees it.
+/// A response, as the parent sees it (borrowed from the buffer it was read into).
 #[derive(Debug)]
-pub(crate) struct Response {
+pub(crate) struct Response<'a> {
     pub(crate) id: u64,
     pub(crate) status: u8,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: &'a [u8],
 }
 
 /// A response from its frame's body.
-pub(crate) fn parse_response(body: &[u8]) -> Option<Response> {
+pub(crate) fn parse_response(body: &[u8]) -> Option<Response<'_>> {
     let id = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
     let status = *body.get(8)?;
     Some(Response {
         id,
         status,
-        payload: body.get(9..)?.to_vec(),
+        payload: body.get(9..)?,
     })
-}
-
-/// Reads one frame body of at most `max` bytes (blocking).
-pub(crate) fn read_frame(input: &mut impl Read, max: u64) -> Result<Vec<u8>, FrameError> {
-    let mut header = [0u8; 8];
-    let mut filled = 0;
-    while filled < header.len() {
-        match input.read(&mut header[filled..]) {
-            Ok(0) if filled == 0 => return Err(FrameError::Closed),
-            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(FrameError::Io(error)),
-        }
-    }
-    let length = u64::from_le_bytes(header);
-    if length > max {
-        return Err(FrameError::TooLarge { length, max });
-    }
-    let length = usize::try_from(length).map_err(|_| FrameError::TooLarge { length, max })?;
-    let mut body = vec![0u8; length];
-    input.read_exact(&mut body).map_err(FrameError::Io)?;
-    Ok(body)
 }
 
 /// Frames arriving in pieces on a non-blocking channel: bytes go in as they are read,
@@ -203,9 +182,9 @@ impl FrameBuffer {
         };
         let length = u64::from_le_bytes(*header);
         if length > max {
-            return Err(FrameError::TooLarge { length, max });
+            return Err(FrameError { length, max });
         }
-        let length = usize::try_from(length).map_err(|_| FrameError::TooLarge { length, max })?;
+        let length = usize::try_from(length).map_err(|_| FrameError { length, max })?;
         let have = unread.len();
         if have - 8 < length {
             if self.bytes.len() - self.start < length + 8 {
@@ -220,7 +199,6 @@ impl FrameBuffer {
     }
 
     /// Whether no bytes of an incomplete frame are waiting.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.start == self.end
     }
@@ -232,36 +210,35 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_lengths_are_checked_before_allocating() {
-        let mut frame =
-            request("m::f", 1024, |out, limit| wire::encode(&7u8, out, limit)).expect("request");
-        set_request_id(&mut frame, 42);
-        let body = read_frame(&mut frame.as_slice(), 1024).expect("read");
-        let parsed = parse_request(&body).expect("parse");
-        assert_eq!(
-            (parsed.id, parsed.task, parsed.args),
-            (42, "m::f", &[7u8][..])
-        );
+        let mut body = Vec::new();
+        request_body(&mut body, 5, 1024, |out, limit| {
+            wire::encode(&7u8, out, limit)
+        })
+        .expect("request");
+        let mut frame = request_header(42, body.len()).to_vec();
+        frame.extend_from_slice(&body);
+        let mut buffer = FrameBuffer::default();
+        buffer.fill(&mut frame.as_slice()).expect("fill");
+        let read = buffer.next_frame(1024).expect("frame").expect("whole");
+        let parsed = parse_request(read).expect("parse");
+        assert_eq!((parsed.id, parsed.task, parsed.args), (42, 5, &[7u8][..]));
 
-        let over = request("m::f", 32, |out, limit| {
+        let mut over = Vec::new();
+        let refused = request_body(&mut over, 5, 32, |out, limit| {
             wire::encode(&[0u8; 64][..], out, limit)
         });
-        assert!(matches!(over, Err(wire::Error::TooLarge { .. })));
+        assert!(matches!(refused, Err(wire::Error::TooLarge { .. })));
+        assert!(over.len() <= 32);
 
-        let huge = u64::MAX.to_le_bytes();
-        assert!(matches!(
-            read_frame(&mut &huge[..], 1 << 20),
-            Err(FrameError::TooLarge { .. })
-        ));
+        let mut buffer = FrameBuffer::default();
+        buffer.fill(&mut &u64::MAX.to_le_bytes()[..]).expect("fill");
+        assert!(buffer.next_frame(1 << 20).is_err());
         let mut truncated = 100u64.to_le_bytes().to_vec();
         truncated.extend_from_slice(b"short");
-        assert!(matches!(
-            read_frame(&mut truncated.as_slice(), 1024),
-            Err(FrameError::Io(_))
-        ));
-        assert!(matches!(
-            read_frame(&mut &[][..], 1024),
-            Err(FrameError::Closed)
-        ));
+        let mut buffer = FrameBuffer::default();
+        buffer.fill(&mut truncated.as_slice()).expect("fill");
+        assert!(matches!(buffer.next_frame(1024), Ok(None)), "incomplete");
+        assert!(!buffer.is_empty());
         assert!(parse_request(&[1, 2, 3]).is_none());
     }
 
@@ -282,21 +259,19 @@ mod tests {
             for piece in wire_bytes.chunks(chunk) {
                 buffer.fill(&mut &piece[..]).expect("fill");
                 while let Some(body) = buffer.next_frame(1 << 20).expect("frame") {
-                    responses.push(parse_response(body).expect("response"));
+                    let response = parse_response(body).expect("response");
+                    responses.push((response.id, response.status, response.payload.to_vec()));
                 }
             }
             assert!(buffer.is_empty());
-            let ids: Vec<u64> = responses.iter().map(|r| r.id).collect();
+            let ids: Vec<u64> = responses.iter().map(|r| r.0).collect();
             assert_eq!(ids, [1, 2, 3]);
-            assert_eq!(responses[0].payload, b"one");
-            assert_eq!(responses[2].payload.len(), 70_000);
-            assert_eq!(responses[1].status, OK | RETIRING);
+            assert_eq!(responses[0].2, b"one");
+            assert_eq!(responses[2].2.len(), 70_000);
+            assert_eq!(responses[1].1, OK | RETIRING);
         }
         let mut buffer = FrameBuffer::default();
         buffer.fill(&mut &u64::MAX.to_le_bytes()[..]).expect("fill");
-        assert!(matches!(
-            buffer.next_frame(1024),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(buffer.next_frame(1024).is_err());
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct WorkerSettings {
     pub(crate) max_tasks: u64,
     /// Resident bytes past which a worker is replaced (0: no limit).
     pub(crate) max_memory: u64,
+    /// The parent's registry of process tasks (`registry::fingerprint`): requests name
+    /// tasks by their number in it, so the worker's must be the same.
+    pub(crate) registry: u64,
 }
 
 impl WorkerSettings {
@@ -37,7 +40,8 @@ impl WorkerSettings {
         let mut value = String::new();
         let _ = write!(
             value,
-            "fd={} parent={} depth={} max_frame={} max_depth={} nested={} tasks={} memory={}",
+            "fd={} parent={} depth={} max_frame={} max_depth={} nested={} tasks={} memory={} \
+             registry={:x}",
             self.fd,
             self.parent,
             self.depth,
@@ -45,15 +49,16 @@ impl WorkerSettings {
             self.max_depth,
             self.nested_workers,
             self.max_tasks,
-            self.max_memory
+            self.max_memory,
+            self.registry
         );
         value
     }
 
     /// The settings in the variable's value, or what is wrong with it.
     pub(crate) fn decode(value: &str) -> Result<WorkerSettings, String> {
-        let mut fields: [Option<&str>; 8] = [None; 8];
-        const NAMES: [&str; 8] = [
+        let mut fields: [Option<&str>; 9] = [None; 9];
+        const NAMES: [&str; 9] = [
             "fd",
             "parent",
             "depth",
@@ -62,6 +67,7 @@ impl WorkerSettings {
             "nested",
             "tasks",
             "memory",
+            "registry",
         ];
         for pair in value.split_whitespace() {
             let (key, field) = pair
@@ -74,7 +80,7 @@ impl WorkerSettings {
             fields[index] = Some(field);
         }
         fn number<T: std::str::FromStr>(
-            fields: &[Option<&str>; 8],
+            fields: &[Option<&str>; 9],
             index: usize,
         ) -> Result<T, String> {
             let name = NAMES[index];
@@ -91,6 +97,11 @@ impl WorkerSettings {
             nested_workers: number(&fields, 5)?,
             max_tasks: number(&fields, 6)?,
             max_memory: number(&fields, 7)?,
+            registry: {
+                let text = fields[8].ok_or("the setting `registry` is missing")?;
+                u64::from_str_radix(text, 16)
+                    .map_err(|_| format!("the setting `registry={text}` is not a hex number"))?
+            },
         })
     }
 }
@@ -110,6 +121,7 @@ mod tests {
             nested_workers: 1,
             max_tasks: 0,
             max_memory: 512 << 20,
+            registry: 0xfeed_beef,
         };
         assert_eq!(WorkerSettings::decode(&settings.encode()), Ok(settings));
         let missing = WorkerSettings::decode("fd=3 depth=1").expect_err("refused");

@@ -1,9 +1,10 @@
-//! The few system calls the process pool needs that std does not offer: `poll`, and
-//! the parent's side of a child process (`kill`, `waitpid`, `waitid`), each behind a
-//! safe function.
+//! The few system calls the process pool needs that std does not offer: `poll`, a
+//! futex that works across processes, and the parent's side of a child process
+//! (`kill`, `waitpid`, `waitid`), each behind a safe function.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 /// Waits until one of `fds` is ready for what `events` asks (`libc::POLLIN`,
@@ -37,6 +38,40 @@ pub(crate) fn poll<const N: usize>(
     Ok(entries.map(|entry| entry.revents))
 }
 
+/// Sleeps while `word` holds `expected`, until another thread or process wakes it
+/// (see [`futex_wake`]) or `timeout` passes; it may also return early. The word may
+/// live in memory shared with another process (the futex is not private).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: FUTEX_WAIT reads the 4-byte word at the address (a live `AtomicU32`,
+    // borrowed for the call, so it stays mapped) and the `timespec` it is given; it
+    // writes no memory. Its result (woken, timed out, or the word had changed) needs no
+    // handling: the caller looks at the word again.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &raw const timeout,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes whoever sleeps on `word` in [`futex_wait`], in this process or another.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the word's address as a key (it reads no memory);
+    // the word is a live `AtomicU32`, borrowed for the call.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
 /// Sends as much of `slices` as the socket takes now, without blocking and without
 /// raising `SIGPIPE` if the peer is gone (a program that does not ignore it would die):
 /// the bytes sent, or `WouldBlock` if none fit.
@@ -63,6 +98,34 @@ pub(crate) fn send_vectored(socket: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> i
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
+        }
+    }
+}
+
+/// A socket read without blocking, whatever the socket's mode: `WouldBlock` when
+/// nothing is there.
+pub(crate) struct NonBlocking<'a>(pub(crate) BorrowedFd<'a>);
+
+impl io::Read for NonBlocking<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the pointer and length describe `buffer`, writable for the call;
+            // the descriptor is borrowed, so it stays open.
+            let read = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if read >= 0 {
+                return Ok(read.unsigned_abs());
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
         }
     }
 }
@@ -265,10 +328,43 @@ mod tests {
         assert!(send_vectored(a.as_fd(), &slices).is_err());
         assert!(send_all(a.as_fd(), b"x").is_err());
         let (c, d) = UnixStream::pair().expect("pair");
-        send_all(c.as_fd(), b"hello").expect("send_all");
         let mut got = [0u8; 5];
-        std::io::Read::read_exact(&mut &d, &mut got).expect("read");
+        let empty = std::io::Read::read(&mut NonBlocking(d.as_fd()), &mut got);
+        assert_eq!(
+            empty.map_err(|error| error.kind()).err(),
+            Some(io::ErrorKind::WouldBlock),
+            "a blocking socket read without blocking"
+        );
+        send_all(c.as_fd(), b"hello").expect("send_all");
+        std::io::Read::read_exact(&mut NonBlocking(d.as_fd()), &mut got).expect("read");
         assert_eq!(&got, b"hello");
+    }
+
+    #[test]
+    fn a_futex_sleeps_until_woken_or_its_timeout() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let word = Arc::new(AtomicU32::new(0));
+        // A word that changed: no sleep at all.
+        let started = Instant::now();
+        futex_wait(&word, 1, Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Timed out.
+        futex_wait(&word, 0, Duration::from_millis(1));
+        // Woken by another thread, long before the timeout.
+        let sleeper = {
+            let word = Arc::clone(&word);
+            std::thread::spawn(move || {
+                while word.load(Ordering::SeqCst) == 0 {
+                    futex_wait(&word, 0, Duration::from_secs(30));
+                }
+            })
+        };
+        word.store(1, Ordering::SeqCst);
+        futex_wake(&word);
+        let started = Instant::now();
+        sleeper.join().expect("woken");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     fn sleeper() -> ChildProcess {

@@ -44,6 +44,17 @@ impl<T> Completion<T> {
         }
     }
 
+    /// Delivers `value` without waking the consumer, for a producer that delivers many
+    /// values and wakes each consumer once at the end (see `take_waker`).
+    pub(crate) fn put(&self, value: T) {
+        lock(&self.state).value = Some(value);
+    }
+
+    /// The consumer's waker, taken (after a `put`, to wake it).
+    pub(crate) fn take_waker(&self) -> Option<Waker> {
+        lock(&self.state).waker.take()
+    }
+
     /// The value once it was delivered (taken: a second poll waits again).
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<T> {
         let mut state = lock(&self.state);
@@ -92,10 +103,15 @@ impl WakerCell {
 
     /// As `wake`, and forgets the waker (there will be no further event).
     pub(crate) fn wake_last(&self) {
-        let waker = lock(&self.waker).take();
-        if let Some(waker) = waker {
+        if let Some(waker) = self.take() {
             waker.wake();
         }
+    }
+
+    /// Takes the registered waker, for a producer that wakes it later (after more
+    /// work, outside its own locks).
+    pub(crate) fn take(&self) -> Option<Waker> {
+        lock(&self.waker).take()
     }
 }
 
@@ -126,6 +142,14 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(completion.poll(&mut cx), Poll::Ready(7));
         assert!(completion.poll(&mut cx).is_pending());
+        // Delivered without a wake-up: the waker comes back to the producer.
+        assert!(completion.poll(&mut cx).is_pending());
+        completion.put(8);
+        let waker = completion.take_waker().expect("the consumer's waker");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        waker.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(completion.poll(&mut cx), Poll::Ready(8));
     }
 
     #[test]

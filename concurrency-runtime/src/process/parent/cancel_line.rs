@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::process::shared_counter::SharedCounter;
 use crate::process::sys;
@@ -43,6 +43,39 @@ impl CancelLine {
             }
         }
         self.driver.notify();
+    }
+}
+
+/// The cancel line of each slot's current worker, for the cancellation of a task that
+/// knows only the slot and the id its request was sent with (see `queue::Control`).
+/// Ids go on increasing on a slot from one worker to the next, so a cancellation that
+/// reaches a worker started after the request's worker died names an id the new
+/// worker never had, and is ignored.
+static LINES: OnceLock<Box<[CurrentLine]>> = OnceLock::new();
+
+/// A slot's current cancel line.
+type CurrentLine = Mutex<Option<Arc<CancelLine>>>;
+
+/// Makes room for the lines of `slots` slots (when the pool starts).
+pub(crate) fn install(slots: usize) {
+    LINES.get_or_init(|| (0..slots).map(|_| Mutex::new(None)).collect());
+}
+
+/// The line of the worker now on `slot` (`None`: no worker there).
+pub(crate) fn set_line(slot: usize, line: Option<Arc<CancelLine>>) {
+    if let Some(current) = LINES.get().and_then(|lines| lines.get(slot)) {
+        *lock(current) = line;
+    }
+}
+
+/// Cancels request `id` of the worker on `slot`.
+pub(crate) fn cancel(slot: usize, id: u64) {
+    let line = LINES
+        .get()
+        .and_then(|lines| lines.get(slot))
+        .and_then(|current| lock(current).clone());
+    if let Some(line) = line {
+        line.cancel(id);
     }
 }
 

@@ -11,7 +11,7 @@
 //! the queue).
 //!
 //! Cancelling a task writes its id to the worker's cancel line, and the worker stops
-//! it (see `queue::Ticket`). A worker that does not react (stopped, or stuck in the
+//! it (see `queue::Control`). A worker that does not react (stopped, or stuck in the
 //! middle of writing an answer) is stopped by the driver: once the oldest unanswered
 //! task has been cancelled for `GRACE`, the driver freezes the worker (`SIGSTOP`),
 //! reads everything it wrote, and if that task's answer is still not complete the
@@ -22,20 +22,35 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cancel_line::Wake;
+use super::cancel_line::{self, Wake};
 use super::handle::{self, WorkerHandle};
-use super::queue::Job;
+use super::queue::{Answer, Job, Wakes};
 use super::slots::Pool;
 use crate::error::TaskError;
-use crate::process::protocol::{self, FrameError, Response};
+use crate::process::protocol::{self, FrameError, REQUEST_HEADER, Response};
 use crate::process::sys;
 
 /// Most requests a driver has sent to its worker and not had answered.
-const MAX_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Most bytes of requests in flight to one worker, beyond the first request (sent
 /// whatever its size): a fair share of the queue, not all of it.
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// A request whose body is at most this long is copied into the driver's buffer to be
+/// written with others; a larger one is written from where it is.
+const SMALL_REQUEST: usize = 4096;
+
+/// The most bytes of small requests one write gathers.
+const OUTBOX: usize = 64 << 10;
+
+/// How long a driver with many requests in flight sleeps at most before it looks at
+/// the answers (it asks to be woken half-way through them; this bounds how long an
+/// answer waits when the task after it is long).
+const BATCH_WAIT: Duration = Duration::from_micros(200);
+
+/// A `poll` result bit (unused by `poll` itself) for answers waiting in the ring.
+const RING: i16 = 0x4000;
 
 /// How long a cancelled task's worker has to stop it itself before the driver does.
 const GRACE: Duration = Duration::from_millis(50);
@@ -46,54 +61,76 @@ const STOP_WAIT: Duration = Duration::from_millis(100);
 /// A request sent (or being sent) to the worker, not answered yet.
 struct InFlight {
     id: u64,
+    /// The frame's length and id, written before the job's body.
+    header: [u8; REQUEST_HEADER],
     job: Job,
 }
 
-struct Driver<'p> {
-    pool: &'p Pool,
-    wake: Arc<Wake>,
-    worker: Option<WorkerHandle>,
-    in_flight: VecDeque<InFlight>,
-    /// How many requests at the front of `in_flight` are fully written ...
+impl InFlight {
+    fn len(&self) -> usize {
+        REQUEST_HEADER + self.job.body().len()
+    }
+}
+
+/// What a driver has sent to its worker and not had answered, and what it owes the
+/// callers.
+#[derive(Default)]
+struct Flight {
+    entries: VecDeque<InFlight>,
+    /// How many requests at the front of `entries` are fully written ...
     written: usize,
     /// ... and how many bytes of the next one.
     partial: usize,
-    /// Whether the channel may take more bytes (it did not refuse since it was last
-    /// reported writable).
-    writable: bool,
     /// The oldest unanswered request, once it was cancelled: when its worker is stopped
     /// if it has not answered.
     grace: Option<(u64, Instant)>,
     /// Requests that never started, for the queue.
     returned: Vec<Job>,
+    /// The callers to wake for the answers delivered since the last wake-up.
+    wakes: Wakes,
+}
+
+struct Driver<'p> {
+    pool: &'p Pool,
+    slot: usize,
+    wake: Arc<Wake>,
+    worker: Option<WorkerHandle>,
+    flight: Flight,
+    /// Whether the channel may take more bytes (it did not refuse since it was last
+    /// reported writable).
+    writable: bool,
+    /// Small requests gathered for one write.
+    outbox: Vec<u8>,
 }
 
 /// The driver loop of one worker slot. Never returns.
 pub(crate) fn drive(pool: &Pool, slot: usize, wake: Arc<Wake>) {
     let mut driver = Driver {
         pool,
+        slot,
         wake,
         worker: None,
-        in_flight: VecDeque::new(),
-        written: 0,
-        partial: 0,
+        flight: Flight::default(),
         writable: true,
-        grace: None,
-        returned: Vec::new(),
+        outbox: Vec::new(),
     };
     loop {
         let jobs = pool.queue.wait_for_jobs(MAX_IN_FLIGHT, MAX_BYTES_IN_FLIGHT);
         driver.worker = match pool.take_parked(slot) {
             Some(worker) => Some(worker),
-            None => match WorkerHandle::spawn(&pool.blueprint, Arc::clone(&driver.wake)) {
+            None => match WorkerHandle::spawn(
+                &pool.blueprint,
+                Arc::clone(&driver.wake),
+                Arc::clone(&pool.slots[slot].last_id),
+            ) {
                 Ok(worker) => {
                     pool.set_pid(slot, Some(worker.process.id()));
+                    cancel_line::set_line(slot, Some(Arc::clone(&worker.line)));
                     Some(worker)
                 }
                 Err(error) => {
                     for job in jobs {
-                        job.ticket
-                            .finish(Err(TaskError::spawn_failed(job.name, error.to_string())));
+                        job.fail(TaskError::spawn_failed(job.name(), error.to_string()));
                     }
                     pool.queue.idle();
                     continue;
@@ -106,15 +143,17 @@ pub(crate) fn drive(pool: &Pool, slot: usize, wake: Arc<Wake>) {
         match driver.worker.take() {
             Some(worker) if worker.retiring => {
                 pool.set_pid(slot, None);
+                cancel_line::set_line(slot, None);
                 let _ = worker.reap();
             }
             Some(worker) => pool.park(slot, Some(worker)),
             None => {
                 pool.set_pid(slot, None);
+                cancel_line::set_line(slot, None);
                 pool.park(slot, None);
             }
         }
-        pool.queue.requeue(driver.returned.drain(..));
+        pool.queue.requeue(driver.flight.returned.drain(..));
     }
 }
 
@@ -122,16 +161,16 @@ impl Driver<'_> {
     /// Sends `jobs` (those not cancelled) after the requests in flight.
     fn add(&mut self, jobs: Vec<Job>) {
         let Some(worker) = self.worker.as_mut() else {
-            self.returned.extend(jobs);
+            self.flight.returned.extend(jobs);
             return;
         };
-        for mut job in jobs {
+        for job in jobs {
             let id = worker.next_id();
-            if !job.ticket.attach(&worker.line, id) {
-                continue; // cancelled while queued: never sent
+            if !job.control().attach(self.slot, id) {
+                continue; // cancelled while queued: never sent, and nobody waits for it
             }
-            protocol::set_request_id(&mut job.frame, id);
-            self.in_flight.push_back(InFlight { id, job });
+            let header = protocol::request_header(id, job.body().len());
+            self.flight.entries.push_back(InFlight { id, header, job });
         }
     }
 
@@ -139,7 +178,8 @@ impl Driver<'_> {
     /// nothing more for this driver, or the worker is gone.
     fn run(&mut self) {
         while let Some(worker) = &self.worker {
-            if self.in_flight.is_empty() {
+            let in_flight = self.flight.entries.len();
+            if in_flight == 0 {
                 // Idle: more work, or back to the pool's idle drivers.
                 if worker.retiring {
                     return;
@@ -154,9 +194,11 @@ impl Driver<'_> {
                 self.add(more);
                 continue;
             }
-            if !worker.retiring && self.in_flight.len() <= MAX_IN_FLIGHT / 2 {
-                let room = MAX_IN_FLIGHT - self.in_flight.len();
-                let more = self.pool.queue.take_more(room, MAX_BYTES_IN_FLIGHT);
+            if !worker.retiring && in_flight <= MAX_IN_FLIGHT / 2 {
+                let more = self
+                    .pool
+                    .queue
+                    .take_more(MAX_IN_FLIGHT - in_flight, MAX_BYTES_IN_FLIGHT);
                 self.add(more);
             }
             if self.writable {
@@ -170,151 +212,203 @@ impl Driver<'_> {
                 self.writable = true;
             }
             if channel & !libc::POLLOUT != 0 {
-                self.receive();
+                self.receive(channel & !(libc::POLLOUT | RING) != 0);
             }
+            // The callers of everything delivered by this read, each once.
+            self.flight.wakes.wake();
             self.watch_front();
         }
         // The worker is gone; what is left in flight never started.
-        self.written = 0;
-        self.partial = 0;
+        let flight = &mut self.flight;
+        flight.written = 0;
+        flight.partial = 0;
         self.writable = true;
-        self.returned
-            .extend(self.in_flight.drain(..).map(|entry| entry.job));
+        flight
+            .returned
+            .extend(flight.entries.drain(..).map(|entry| entry.job));
     }
 
-    /// Writes as much of the unsent requests as the channel takes now.
+    /// Writes as much of the unsent requests as the channel takes now, in one system
+    /// call: small requests copied back to back into one buffer (the kernel's cost is
+    /// per slice as much as per byte), a large one from where it is.
     fn write(&mut self) {
         let Some(worker) = &self.worker else { return };
-        if self.written == self.in_flight.len() {
+        let flight = &mut self.flight;
+        if flight.written == flight.entries.len() {
             return;
         }
-        let slices: Vec<IoSlice<'_>> = self
-            .in_flight
-            .iter()
-            .skip(self.written)
-            .take(64)
-            .enumerate()
-            .map(|(index, entry)| {
-                let skip = if index == 0 { self.partial } else { 0 };
-                IoSlice::new(&entry.job.frame[skip..])
-            })
-            .collect();
-        let total: usize = slices.iter().map(|slice| slice.len()).sum();
-        // An error means the worker is gone: the read that follows sees it.
-        let Ok(mut sent) = worker.write(&slices) else {
+        let outbox = &mut self.outbox;
+        outbox.clear();
+        let mut large = None;
+        for (index, entry) in flight.entries.iter().skip(flight.written).enumerate() {
+            let skip = if index == 0 { flight.partial } else { 0 };
+            let body = entry.job.body();
+            if body.len() > SMALL_REQUEST {
+                if outbox.is_empty() {
+                    large = Some((&entry.header[skip.min(REQUEST_HEADER)..], body, skip));
+                }
+                break;
+            }
+            let frame_start = outbox.len();
+            outbox.extend_from_slice(&entry.header);
+            outbox.extend_from_slice(body);
+            outbox.drain(frame_start..frame_start + skip);
+            if outbox.len() >= OUTBOX {
+                break;
+            }
+        }
+        let written = match large {
+            Some((header, body, skip)) => {
+                let body = &body[skip.saturating_sub(REQUEST_HEADER)..];
+                worker.write(&[IoSlice::new(header), IoSlice::new(body)])
+            }
+            None => worker.write(&[IoSlice::new(outbox)]),
+        };
+        let total = match large {
+            Some((header, body, skip)) => {
+                header.len() + body.len() - skip.saturating_sub(REQUEST_HEADER)
+            }
+            None => outbox.len(),
+        };
+        // An error means the worker is gone (the read that follows sees it) or the
+        // channel is full.
+        let Ok(mut sent) = written else {
             self.writable = false;
             return;
         };
-        drop(slices);
         self.writable = sent == total;
         while sent > 0 {
-            let left = self.in_flight[self.written].job.frame.len() - self.partial;
+            let left = flight.entries[flight.written].len() - flight.partial;
             if sent >= left {
                 sent -= left;
-                self.written += 1;
-                self.partial = 0;
+                flight.written += 1;
+                flight.partial = 0;
             } else {
-                self.partial += sent;
+                flight.partial += sent;
                 sent = 0;
             }
         }
     }
 
-    /// Waits for the channel (an answer, or room for more requests), a wake-up, or the
-    /// grace of a cancelled task to run out; spins briefly first. Returns what is
-    /// ready on the channel and on the wake-up.
+    /// Waits for an answer, room on the channel for more requests, a wake-up, or the
+    /// grace of a cancelled task to run out. With only a request or two in flight it
+    /// spins briefly first, watching the answer ring (a trivial task answers within
+    /// microseconds, and a sleep and wake-up costs more), then sleeps until the first
+    /// answer. With more in flight, it sleeps until the worker has answered half of
+    /// them (or runs dry), for at most `BATCH_WAIT`: the answers come in batches, and
+    /// the cores are left to the workers. Returns what is ready on the channel (with
+    /// `RING` for answers in the ring) and on the wake-up.
     fn wait(&self) -> [i16; 2] {
+        const ANSWERS: [i16; 2] = [RING, 0];
         let Some(worker) = &self.worker else {
             return [0; 2];
         };
+        if worker.has_answers() {
+            return ANSWERS;
+        }
+        let flight = &self.flight;
         let mut events = libc::POLLIN;
-        if self.written < self.in_flight.len() {
+        if flight.written < flight.entries.len() {
             events |= libc::POLLOUT;
         }
-        let deadline = self
+        let fds = [(worker.channel(), events), (self.wake.fd(), libc::POLLIN)];
+        let few = flight.entries.len() <= 2;
+        if few {
+            // Yielding between looks: the worker that is to answer may need this core.
+            let started = Instant::now();
+            for round in 0u32.. {
+                if started.elapsed() >= handle::SPIN_FOR_ANSWER {
+                    break;
+                }
+                for _ in 0..16 {
+                    if worker.has_answers() {
+                        return ANSWERS;
+                    }
+                    handle::pause(round);
+                }
+                let ready = sys::poll(fds, Some(Duration::ZERO)).unwrap_or([0; 2]);
+                if ready != [0; 2] {
+                    return ready;
+                }
+            }
+        }
+        // The answer to be woken at: among the requests written whole.
+        let mut timeout = flight
             .grace
             .map(|(_, at)| at.saturating_duration_since(Instant::now()));
-        let started = Instant::now();
-        loop {
-            let spinning = started.elapsed() < handle::SPIN_FOR_ANSWER;
-            let timeout = if spinning {
-                Some(Duration::ZERO)
+        if flight.written > 0 {
+            // Half-way, to refill the worker before it runs dry; at the end when
+            // there is nothing to refill it with.
+            let at = if few {
+                0
+            } else if self.pool.queue.is_empty() {
+                flight.written - 1
             } else {
-                deadline
+                flight.written / 2
             };
-            let ready = sys::poll(
-                [(worker.channel(), events), (self.wake.fd(), libc::POLLIN)],
-                timeout,
-            )
-            .unwrap_or([0; 2]);
-            if ready != [0; 2] || !spinning {
-                return ready;
+            let id = flight.entries[at.min(flight.written - 1)].id;
+            if !worker.before_sleep(id) {
+                return ANSWERS;
             }
-            std::hint::spin_loop();
+            if !few {
+                timeout = Some(timeout.map_or(BATCH_WAIT, |grace| grace.min(BATCH_WAIT)));
+            }
+        }
+        let ready = sys::poll(fds, timeout).unwrap_or([0; 2]);
+        worker.awake();
+        if worker.has_answers() {
+            [ready[0] | RING, ready[1]]
+        } else {
+            ready
         }
     }
 
-    /// Reads and delivers what the worker answered; handles its death.
-    fn receive(&mut self) {
+    /// Reads and delivers what the worker answered; handles its death. The channel
+    /// (wake-ups, and its end when the worker dies) is read only if `channel_ready`.
+    fn receive(&mut self, channel_ready: bool) {
         let Some(worker) = self.worker.as_mut() else {
             return;
         };
-        let alive = worker.read().unwrap_or(false);
+        let alive = match worker.read(channel_ready) {
+            Ok(alive) => alive,
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                self.untrusted(|name| TaskError::protocol(name, error.to_string()));
+                return;
+            }
+            Err(_) => false,
+        };
         let max_frame = self.pool.blueprint.config.max_frame_bytes;
         loop {
             let Some(worker) = self.worker.as_mut() else {
                 return;
             };
-            match worker.next_response(max_frame) {
-                Ok(Some(response)) => self.answered(response),
+            let broken = match worker.input.next_frame(max_frame) {
                 Ok(None) => break,
-                Err(FrameError::TooLarge { .. } | FrameError::Closed | FrameError::Io(_)) => {
+                Ok(Some(body)) => match protocol::parse_response(body) {
+                    Some(response) => {
+                        !self
+                            .flight
+                            .answered(&response, &mut worker.retiring, max_frame)
+                    }
+                    None => true,
+                },
+                Err(FrameError { .. }) => {
                     self.untrusted(|name| {
                         handle::too_large(name, "the worker's response", max_frame)
                     });
                     return;
                 }
+            };
+            if broken {
+                self.untrusted(|name| {
+                    TaskError::protocol(name, "malformed response from the worker".into())
+                });
+                return;
             }
         }
         if !alive {
             self.died();
         }
-    }
-
-    /// One answer of the worker, for the oldest request in flight.
-    fn answered(&mut self, response: Response) {
-        let matches = self.written > 0
-            && self
-                .in_flight
-                .front()
-                .is_some_and(|front| front.id == response.id);
-        if !matches {
-            self.untrusted(|name| {
-                TaskError::protocol(name, "malformed response from the worker".into())
-            });
-            return;
-        }
-        let Some(entry) = self.in_flight.pop_front() else {
-            return;
-        };
-        self.written -= 1;
-        if self.grace.is_some_and(|(id, _)| id == entry.id) {
-            self.grace = None;
-        }
-        if response.status & protocol::RETIRING != 0
-            && let Some(worker) = self.worker.as_mut()
-        {
-            worker.retiring = true;
-        }
-        if response.status & !protocol::RETIRING == protocol::RETIRED {
-            self.returned.push(entry.job); // it did not run
-            return;
-        }
-        let max_frame = self.pool.blueprint.config.max_frame_bytes;
-        entry
-            .job
-            .ticket
-            .finish(handle::outcome(entry.job.name, response, max_frame));
     }
 
     /// The worker's channel ended: it died (or closed it). The oldest request is the
@@ -323,17 +417,18 @@ impl Driver<'_> {
         let Some(worker) = self.worker.take() else {
             return;
         };
-        match self.in_flight.front() {
-            Some(_) if self.written > 0 => {
-                if let Some(front) = self.in_flight.pop_front() {
-                    self.written -= 1;
-                    let error = worker.crashed(front.job.name);
-                    front.job.ticket.finish(Err(error));
+        let flight = &mut self.flight;
+        match flight.entries.front() {
+            Some(_) if flight.written > 0 => {
+                if let Some(front) = flight.entries.pop_front() {
+                    flight.written -= 1;
+                    let error = worker.crashed(front.job.name());
+                    front.job.fail(error);
                 }
             }
             _ => drop(worker.reap()),
         }
-        self.grace = None;
+        flight.grace = None;
     }
 
     /// The worker broke the protocol: it is killed. The oldest request fails with
@@ -343,41 +438,44 @@ impl Driver<'_> {
         if let Some(worker) = self.worker.take() {
             worker.kill();
         }
-        let sent = std::mem::take(&mut self.written);
-        for (index, entry) in self.in_flight.drain(..sent).enumerate() {
+        let flight = &mut self.flight;
+        let sent = std::mem::take(&mut flight.written);
+        for (index, entry) in flight.entries.drain(..sent).enumerate() {
+            let name = entry.job.name();
             let failure = if index == 0 {
-                error(entry.job.name)
+                error(name)
             } else {
                 TaskError::protocol(
-                    entry.job.name,
+                    name,
                     "its worker was replaced after a protocol error while this task was sent \
                      to it; the task may have run"
                         .into(),
                 )
             };
-            entry.job.ticket.finish(Err(failure));
+            entry.job.fail(failure);
         }
-        self.grace = None;
+        flight.grace = None;
     }
 
     /// Starts the grace of the oldest request once it is cancelled, and stops a worker
     /// that let it run out.
     fn watch_front(&mut self) {
-        let Some(front) = self.in_flight.front() else {
-            self.grace = None;
+        let flight = &mut self.flight;
+        let Some(front) = flight.entries.front() else {
+            flight.grace = None;
             return;
         };
-        if !front.job.ticket.is_cancelled() {
-            self.grace = None;
+        if !front.job.control().is_cancelled() {
+            flight.grace = None;
             return;
         }
-        match self.grace {
+        match flight.grace {
             Some((id, at)) if id == front.id => {
                 if Instant::now() >= at {
                     self.stop_unresponsive();
                 }
             }
-            _ => self.grace = Some((front.id, Instant::now() + GRACE)),
+            _ => flight.grace = Some((front.id, Instant::now() + GRACE)),
         }
     }
 
@@ -385,31 +483,70 @@ impl Driver<'_> {
     /// worker, read what it wrote, and kill it if that request is still unanswered
     /// (then it never finished it, so it started nothing after it).
     fn stop_unresponsive(&mut self) {
-        let (Some(worker), Some(front)) = (&self.worker, self.in_flight.front()) else {
+        let (Some(worker), Some(front)) = (&self.worker, self.flight.entries.front()) else {
             return;
         };
         let id = front.id;
         worker.process.signal(libc::SIGSTOP);
         // A worker stuck in the kernel may take a moment; it is killed either way.
         let _ = worker.process.wait_stopped(STOP_WAIT);
-        self.receive();
+        self.receive(true);
+        self.flight.wakes.wake();
         let Some(worker) = self.worker.take() else {
             return; // it died meanwhile (handled by `receive`)
         };
-        if self.in_flight.front().is_none_or(|front| front.id != id) {
+        if self
+            .flight
+            .entries
+            .front()
+            .is_none_or(|front| front.id != id)
+        {
             // It had answered: let it go on.
             worker.process.signal(libc::SIGCONT);
             self.worker = Some(worker);
-            self.grace = None;
+            self.flight.grace = None;
             return;
         }
         worker.kill();
-        if let Some(front) = self.in_flight.pop_front() {
-            front
-                .job
-                .ticket
-                .finish(Err(TaskError::cancelled(front.job.name)));
+        if let Some(front) = self.flight.entries.pop_front() {
+            self.flight.written = self.flight.written.saturating_sub(1);
+            front.job.fail(TaskError::cancelled(front.job.name()));
         }
-        self.grace = None;
+        self.flight.grace = None;
+    }
+}
+
+impl Flight {
+    /// One answer of the worker, for the oldest request in flight; `false` if it is
+    /// not that request's (the worker broke the protocol).
+    fn answered(&mut self, response: &Response<'_>, retiring: &mut bool, max_frame: u64) -> bool {
+        let matches = self.written > 0
+            && self
+                .entries
+                .front()
+                .is_some_and(|front| front.id == response.id);
+        if !matches {
+            return false;
+        }
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        self.written -= 1;
+        if self.grace.is_some_and(|(id, _)| id == entry.id) {
+            self.grace = None;
+        }
+        if response.status & protocol::RETIRING != 0 {
+            *retiring = true;
+        }
+        if response.status & !protocol::RETIRING == protocol::RETIRED {
+            self.returned.push(entry.job); // it did not run
+            return true;
+        }
+        let answer = match handle::outcome(entry.job.name(), response, max_frame) {
+            Ok(bytes) => Answer::Ok(bytes),
+            Err(error) => Answer::Err(error),
+        };
+        entry.job.deliver(answer, &mut self.wakes);
+        true
     }
 }

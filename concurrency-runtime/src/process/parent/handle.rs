@@ -1,22 +1,23 @@
 //! The parent's handle of one worker process: its process, its channel, its cancel
 //! line, and turning its answers into task outcomes.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::cancel_line::{CancelLine, Wake};
-use super::queue::Outcome;
 use super::spawn;
 use crate::error::{SerializationStage, TaskError};
+use crate::process::answer_ring::{AnswerRing, RingReader};
 use crate::process::config::PoolConfig;
-use crate::process::handoff;
-use crate::process::protocol::{self, FrameBuffer, FrameError, Response};
+use crate::process::protocol::{self, FrameBuffer, Response};
 use crate::process::settings::{CHANNEL_FD, ENV_WORKER, WorkerSettings};
 use crate::process::shared_counter::SharedCounter;
 use crate::process::sys::{self, ChildProcess, Ended};
+use crate::process::{handoff, registry};
 
 /// What every worker of a pool is started with.
 #[derive(Debug)]
@@ -35,18 +36,27 @@ pub(crate) struct WorkerHandle {
     /// Non-blocking.
     channel: UnixStream,
     pub(crate) line: Arc<CancelLine>,
+    /// Where the worker's answers arrive (the channel only wakes the parent, and ends
+    /// when the worker does).
+    answers: AnswerRing,
     /// Answers read but not taken yet.
     pub(crate) input: FrameBuffer,
-    /// The id of the last request sent: ids increase, so the worker can tell a stale
-    /// cancellation (of a request it already answered) from a pending one.
-    last_id: u64,
+    /// The id of the last request sent on this worker's slot, shared by the slot's
+    /// successive workers: ids increase, so a worker can tell a stale cancellation (of
+    /// a request it already answered, or one sent to the worker before it) from a
+    /// pending one.
+    last_id: Arc<AtomicU64>,
     /// The worker said it runs nothing more (see `protocol::RETIRING`).
     pub(crate) retiring: bool,
 }
 
 impl WorkerHandle {
     /// Starts a worker; `driver` is woken when one of its tasks is cancelled.
-    pub(crate) fn spawn(blueprint: &Blueprint, driver: Arc<Wake>) -> io::Result<WorkerHandle> {
+    pub(crate) fn spawn(
+        blueprint: &Blueprint,
+        driver: Arc<Wake>,
+        last_id: Arc<AtomicU64>,
+    ) -> io::Result<WorkerHandle> {
         let config = &blueprint.config;
         let (parent_end, child_end) = UnixStream::pair()?;
         let settings = WorkerSettings {
@@ -58,6 +68,7 @@ impl WorkerHandle {
             nested_workers: config.nested_workers,
             max_tasks: config.max_tasks.unwrap_or(0),
             max_memory: config.max_memory.unwrap_or(0),
+            registry: registry::fingerprint(),
         };
         let mut env = config
             .env
@@ -74,22 +85,25 @@ impl WorkerHandle {
         // first request. (If this fails, dropping `process` kills and reaps it.)
         let (line, far_end) = UnixStream::pair()?;
         let (written, memory) = SharedCounter::create()?;
+        let (answers, ring) = AnswerRing::create()?;
         handoff::send_fd(&parent_end, far_end.as_fd())?;
         handoff::send_fd(&parent_end, memory.as_fd())?;
+        handoff::send_fd(&parent_end, ring.as_fd())?;
         parent_end.set_nonblocking(true)?;
         Ok(WorkerHandle {
             process,
             channel: parent_end,
             line: Arc::new(CancelLine::new(line, written, driver)),
+            answers,
             input: FrameBuffer::default(),
-            last_id: 0,
+            last_id,
             retiring: false,
         })
     }
 
     pub(crate) fn next_id(&mut self) -> u64 {
-        self.last_id += 1;
-        self.last_id
+        // Only the worker's holder sends requests: the add is never contended.
+        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn channel(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -101,38 +115,79 @@ impl WorkerHandle {
         sys::send_vectored(self.channel.as_fd(), slices)
     }
 
-    /// Reads what the worker sent so far: `Ok(false)` at end of file (the worker is
-    /// gone or closed the channel), `Ok(true)` otherwise.
-    pub(crate) fn read(&mut self) -> io::Result<bool> {
+    /// Reads what the worker sent so far: its wake-ups on the channel, then its
+    /// answers from the ring (in that order: a worker that ended published every
+    /// answer before). `Ok(false)` at end of file (the worker is gone or closed the
+    /// channel), `Ok(true)` otherwise; an error if the worker broke its ring.
+    /// The channel is read only when `channel_ready` (a `poll` saw it readable): the
+    /// answers in the ring need no system call.
+    pub(crate) fn read(&mut self, channel_ready: bool) -> io::Result<bool> {
+        let mut alive = true;
+        let mut wake_ups = [0u8; 64];
+        if channel_ready {
+            loop {
+                match (&self.channel).read(&mut wake_ups) {
+                    Ok(0) => {
+                        alive = false;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
         loop {
-            match self.input.fill(&mut &self.channel) {
-                Ok(0) => return Ok(false),
+            match self.input.fill(&mut RingReader(&self.answers)) {
                 Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(alive),
                 Err(error) => return Err(error),
             }
         }
     }
 
-    /// The next answer read, if a whole one is in.
-    pub(crate) fn next_response(&mut self, max_frame: u64) -> Result<Option<Response>, FrameError> {
-        self.input
-            .next_frame(max_frame)
-            .map(|body| body.and_then(protocol::parse_response))
+    /// Whether answers wait in the ring (no system call).
+    pub(crate) fn has_answers(&self) -> bool {
+        self.answers.has_unread()
     }
 
-    /// Waits (spinning briefly, then sleeping) until the channel is readable.
-    pub(crate) fn await_readable(&self) -> io::Result<()> {
+    /// Before a wait that may sleep: asks the worker for a wake-up on the channel once
+    /// it has answered request `id` (or runs out of requests); `false` if there is no
+    /// need to sleep (see `AnswerRing::sleep_until`).
+    pub(crate) fn before_sleep(&self, id: u64) -> bool {
+        self.answers.sleep_until(id)
+    }
+
+    /// After a wait: no wake-up is needed any more.
+    pub(crate) fn awake(&self) {
+        self.answers.awake();
+    }
+
+    /// Waits (spinning briefly on the ring, then sleeping) until the worker answered
+    /// request `id` or its channel ended.
+    pub(crate) fn await_answer(&self, id: u64) -> io::Result<()> {
         let started = std::time::Instant::now();
+        for round in 0u32.. {
+            if started.elapsed() >= SPIN_FOR_ANSWER {
+                break;
+            }
+            for _ in 0..16 {
+                if self.has_answers() {
+                    return Ok(());
+                }
+                pause(round);
+            }
+        }
         loop {
-            let spinning = started.elapsed() < SPIN_FOR_ANSWER;
-            let timeout = spinning.then_some(Duration::ZERO);
-            let [ready] = sys::poll([(self.channel.as_fd(), libc::POLLIN)], timeout)?;
+            if !self.before_sleep(id) {
+                return Ok(());
+            }
+            let [ready] = sys::poll([(self.channel.as_fd(), libc::POLLIN)], None)?;
+            self.awake();
             if ready != 0 {
                 return Ok(());
             }
-            std::hint::spin_loop();
         }
     }
 
@@ -175,6 +230,17 @@ impl WorkerHandle {
 /// waking it costs 10-25 µs on a small VM.
 pub(crate) const SPIN_FOR_ANSWER: Duration = Duration::from_micros(50);
 
+/// One pause of a thread that waits for an answer: a spin at first, then a yield of
+/// its core (the worker that is to answer may need it: a machine may have fewer cores
+/// than busy threads).
+pub(crate) fn pause(round: u32) {
+    if round < 4 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// The failure of a task whose answer was over the frame limit.
 pub(crate) fn too_large(name: &'static str, what: &str, max: u64) -> TaskError {
     TaskError::protocol(
@@ -183,30 +249,31 @@ pub(crate) fn too_large(name: &'static str, what: &str, max: u64) -> TaskError {
     )
 }
 
-/// A worker's answer to task `name`, as its outcome.
-pub(crate) fn outcome(name: &'static str, response: Response, max_frame: u64) -> Outcome {
-    let text = |payload: Vec<u8>| String::from_utf8_lossy(&payload).into_owned();
+/// A worker's answer to task `name`: its encoded result, or the task's failure.
+pub(crate) fn outcome<'a>(
+    name: &'static str,
+    response: &Response<'a>,
+    max_frame: u64,
+) -> Result<&'a [u8], TaskError> {
+    let text = || String::from_utf8_lossy(response.payload).into_owned();
     match response.status & !protocol::RETIRING {
         protocol::OK => Ok(response.payload),
-        protocol::PANICKED => Err(TaskError::panicked_with(name, text(response.payload))),
+        protocol::PANICKED => Err(TaskError::panicked_with(name, text())),
         protocol::CANCELLED => Err(TaskError::cancelled(name)),
         protocol::TOO_LARGE => Err(too_large(name, "the task's result", max_frame)),
         protocol::ARGS_DECODE => Err(TaskError::serialization(
             name,
             SerializationStage::ArgumentsIn,
-            text(response.payload),
+            text(),
         )),
         protocol::RESULT_ENCODE => Err(TaskError::serialization(
             name,
             SerializationStage::ResultOut,
-            text(response.payload),
+            text(),
         )),
         protocol::UNKNOWN_TASK => Err(TaskError::protocol(
             name,
-            format!(
-                "the worker has no task registered as `{}`",
-                text(response.payload)
-            ),
+            format!("the worker has no process task number {}", text()),
         )),
         other => Err(TaskError::protocol(
             name,

@@ -10,4 +10,4 @@ mod slots;
 mod spawn;
 
 pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};
-pub(crate) use queue::{Job, Outcome, Ticket};
+pub(crate) use queue::{Answer, Control, Job, Sink};

@@ -8,10 +8,10 @@
 use std::io::IoSlice;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use super::cancel_line::Wake;
+use super::cancel_line::{self, Wake};
 use super::driver;
 use super::handle::{self, Blueprint, WorkerHandle};
-use super::queue::{Job, Outcome, Queue};
+use super::queue::{Job, Queue};
 use super::slots::{Parked, Pool, Slot};
 use crate::error::TaskError;
 use crate::process::config::{ConfigError, PoolConfig};
@@ -64,20 +64,21 @@ pub(crate) fn max_frame_bytes() -> u64 {
     }
 }
 
-/// Starts the pool with its first job already queued, so that the first driver to
-/// run finds it without a wake-up.
-fn start(first: Option<Job>) -> Pool {
+/// A pool with its queue; its drivers start once the first jobs are queued, so that
+/// the first driver to run finds them without a wake-up.
+fn start() -> Pool {
     let (config, depth) = settings();
     let workers = config.workers;
     let argv0 = std::env::current_exe()
         .map(Into::into)
         .unwrap_or_else(|_| "concurrency-worker".into());
     Pool {
-        queue: Queue::new(workers, first),
+        queue: Queue::new(workers),
         slots: (0..workers)
             .map(|_| Slot {
                 parked: Mutex::new(Parked::None),
                 pid: Mutex::new(None),
+                last_id: Arc::default(),
             })
             .collect(),
         returned: Condvar::new(),
@@ -91,6 +92,7 @@ fn start(first: Option<Job>) -> Pool {
 
 /// Starts the driver threads of a pool just created.
 fn start_drivers(pool: &'static Pool) {
+    cancel_line::install(pool.slots.len());
     for slot in 0..pool.slots.len() {
         let wake = match Wake::new() {
             Ok(wake) => Arc::new(wake),
@@ -133,40 +135,50 @@ pub(crate) fn check_depth(name: &'static str) -> Result<(), TaskError> {
     ))
 }
 
-/// Queues a job; its outcome arrives on its ticket.
-pub(crate) fn submit(job: Job) {
+/// Queues jobs, in order; each one's answer goes to its sink.
+pub(crate) fn submit(jobs: impl IntoIterator<Item = Job>) {
     // Keep the worker start-up hook linked into every program that runs a process task.
     std::hint::black_box(&worker::WORKER_HOOK);
-    if let Err(error) = check_depth(job.name) {
-        job.ticket.finish(Err(error));
+    let mut jobs = jobs.into_iter().peekable();
+    let Some(first) = jobs.peek() else {
+        return;
+    };
+    if check_depth(first.name()).is_err() {
+        for job in jobs {
+            if let Err(error) = check_depth(job.name()) {
+                job.fail(error);
+            }
+        }
         return;
     }
-    let mut job = Some(job);
     let mut started = false;
     let pool = POOL.get_or_init(|| {
         started = true;
-        start(job.take())
+        start()
     });
+    pool.queue.push(jobs);
     if started {
         start_drivers(pool);
-    }
-    if let Some(job) = job {
-        pool.queue.push(job);
     }
 }
 
 /// Runs one task on the calling thread with an idle worker, if the pool has one and
 /// no task is queued: the caller writes the request and reads the answer itself,
-/// which saves the hand-offs to and from a driver thread. `None` sends the caller to
-/// the queue. Only for a synchronous caller that waits anyway, and for tasks that
-/// cannot be cancelled (no timeout).
-pub(crate) fn run_here(name: &'static str, frame: &mut [u8]) -> Option<Outcome> {
+/// which saves the hand-offs to and from a driver thread. `decode` turns the answer
+/// into the task's outcome. `None` sends the caller to the queue. Only for a
+/// synchronous caller that waits anyway, and for tasks that cannot be cancelled (no
+/// timeout).
+pub(crate) fn run_here<T>(
+    name: &'static str,
+    body: &[u8],
+    decode: impl FnOnce(Result<&[u8], TaskError>) -> T,
+) -> Option<T> {
     let pool = POOL.get()?;
     check_depth(name).ok()?;
     if !pool.queue.is_empty() {
         return None; // do not overtake queued tasks
     }
-    let (slot, mut worker) = (0..pool.slots.len()).find_map(|slot| {
+    let (slot, worker) = (0..pool.slots.len()).find_map(|slot| {
         let mut parked = lock(&pool.slots[slot].parked);
         match std::mem::replace(&mut *parked, Parked::Lent) {
             Parked::Worker(worker) => Some((slot, worker)),
@@ -177,9 +189,7 @@ pub(crate) fn run_here(name: &'static str, frame: &mut [u8]) -> Option<Outcome> 
         }
     })?;
     let max_frame = pool.blueprint.config.max_frame_bytes;
-    let id = worker.next_id();
-    protocol::set_request_id(frame, id);
-    let (outcome, survivor) = round_trip(worker, name, frame, id, max_frame);
+    let (outcome, survivor) = round_trip(worker, name, body, max_frame, decode);
     let survivor = match survivor {
         Some(worker) if worker.retiring => {
             let _ = worker.reap();
@@ -196,16 +206,26 @@ pub(crate) fn run_here(name: &'static str, frame: &mut [u8]) -> Option<Outcome> 
 
 /// Sends one request to an idle worker and reads its answer, on this thread. `None`
 /// as the outcome: the task did not run (send it to the queue).
-fn round_trip(
+fn round_trip<T>(
     mut worker: WorkerHandle,
     name: &'static str,
-    frame: &[u8],
-    id: u64,
+    body: &[u8],
     max_frame: u64,
-) -> (Option<Outcome>, Option<WorkerHandle>) {
+    decode: impl FnOnce(Result<&[u8], TaskError>) -> T,
+) -> (Option<T>, Option<WorkerHandle>) {
+    let id = worker.next_id();
+    let header = protocol::request_header(id, body.len());
+    let total = header.len() + body.len();
     let mut sent = 0;
-    while sent < frame.len() {
-        match worker.write(&[IoSlice::new(&frame[sent..])]) {
+    while sent < total {
+        let slices = match header.get(sent..) {
+            Some(rest) if !rest.is_empty() => [IoSlice::new(rest), IoSlice::new(body)],
+            _ => [
+                IoSlice::new(&body[sent - header.len()..]),
+                IoSlice::new(&[]),
+            ],
+        };
+        match worker.write(&slices) {
             Ok(count) => sent += count,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 let _ = sys::poll([(worker.channel(), libc::POLLOUT)], None);
@@ -213,41 +233,41 @@ fn round_trip(
             Err(_) => break, // gone: the read below tells how
         }
     }
+    let mut ended = false;
     loop {
-        match worker.next_response(max_frame) {
-            Ok(Some(response)) if response.id == id => {
-                if response.status & protocol::RETIRING != 0 {
-                    worker.retiring = true;
+        let broken = match worker.input.next_frame(max_frame) {
+            Ok(Some(frame)) => match protocol::parse_response(frame) {
+                Some(response) if response.id == id => {
+                    let status = response.status;
+                    let value = (status & !protocol::RETIRING != protocol::RETIRED)
+                        .then(|| decode(handle::outcome(name, &response, max_frame)));
+                    if status & protocol::RETIRING != 0 || value.is_none() {
+                        worker.retiring = true;
+                    }
+                    return (value, Some(worker));
                 }
-                if response.status & !protocol::RETIRING == protocol::RETIRED {
-                    worker.retiring = true;
-                    return (None, Some(worker));
+                _ => TaskError::protocol(name, "malformed response from the worker".into()),
+            },
+            Ok(None) if ended => {
+                if sent < total {
+                    // It died before it had the whole request: the task never ran.
+                    let _ = worker.reap();
+                    return (None, None);
                 }
-                return (
-                    Some(handle::outcome(name, response, max_frame)),
-                    Some(worker),
-                );
+                return (Some(decode(Err(worker.crashed(name)))), None);
             }
-            Ok(Some(_)) => {
-                worker.kill();
-                let error = TaskError::protocol(name, "malformed response from the worker".into());
-                return (Some(Err(error)), None);
+            Ok(None) => {
+                // At the end of the channel, an answer read with it is still taken.
+                // The channel is read only if the wait ended without an answer: it
+                // ended, or a wake-up came for an answer that is in the ring by now.
+                ended = worker.await_answer(id).is_err()
+                    || !worker.read(!worker.has_answers()).unwrap_or(false);
+                continue;
             }
-            Ok(None) => {}
-            Err(FrameError::TooLarge { .. } | FrameError::Closed | FrameError::Io(_)) => {
-                worker.kill();
-                let error = handle::too_large(name, "the worker's response", max_frame);
-                return (Some(Err(error)), None);
-            }
-        }
-        if worker.await_readable().is_err() || !worker.read().unwrap_or(false) {
-            if sent < frame.len() {
-                // It died before it had the whole request: the task never ran.
-                let _ = worker.reap();
-                return (None, None);
-            }
-            return (Some(Err(worker.crashed(name))), None);
-        }
+            Err(FrameError { .. }) => handle::too_large(name, "the worker's response", max_frame),
+        };
+        worker.kill();
+        return (Some(decode(Err(broken))), None);
     }
 }
 

@@ -1,119 +1,180 @@
-//! The queue of process tasks waiting for a worker, and each task's ticket: what
-//! the caller and the driver that runs the task share.
+//! The queue of process tasks waiting for a worker, and what the caller and the driver
+//! of a task share: its request, its cancellation, and where its answer goes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use super::cancel_line::CancelLine;
+use super::cancel_line;
 use crate::error::TaskError;
 use crate::sync::{lock, wait};
 
-/// One task sent to the pool: its request frame (the id is set when it is sent) and
-/// its ticket.
-#[derive(Debug)]
+/// A worker's answer to a task, as its sink takes it: the encoded result (borrowed from
+/// the driver's read buffer), or why there is none.
+pub(crate) enum Answer<'a> {
+    Ok(&'a [u8]),
+    Err(TaskError),
+}
+
+/// Where the tasks of one caller live while they run: their requests, their
+/// cancellation, and the place their answers go. A single task's sink is its ticket
+/// (`placement/process.rs`); a collection's is one batch for all of its tasks
+/// (`placement/process_batch.rs`), so that the drivers deliver every answer in place
+/// and its caller is woken once, not once per task.
+pub(crate) trait Sink: Send + Sync {
+    /// The task's name, for errors.
+    fn name(&self, index: usize) -> &'static str;
+    /// The request's body: everything after the frame's length and id.
+    fn body(&self, index: usize) -> &[u8];
+    /// The task's cancellation.
+    fn control(&self, index: usize) -> &Control;
+    /// Takes the task's answer (decoding it here, on the driver's thread). Nobody is
+    /// woken yet: see `settle`.
+    fn deliver(&self, index: usize, answer: Answer<'_>);
+    /// `count` more of its tasks were delivered; the waker to wake if the caller has
+    /// something to see now (`None`: nothing yet, or nobody to wake).
+    fn settle(&self, count: usize) -> Option<Waker>;
+}
+
+/// One task sent to the pool: its sink, and its place in it.
 pub(crate) struct Job {
-    pub(crate) name: &'static str,
-    pub(crate) frame: Vec<u8>,
-    pub(crate) ticket: Arc<Ticket>,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) index: usize,
 }
 
-/// A task's outcome once its worker answered: the serialized result, or why not.
-pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
+impl Job {
+    pub(crate) fn name(&self) -> &'static str {
+        self.sink.name(self.index)
+    }
 
-/// What the caller of a process task and the driver running it share: the outcome
-/// when it arrives, the caller's waker, and the task's cancellation.
+    pub(crate) fn body(&self) -> &[u8] {
+        self.sink.body(self.index)
+    }
+
+    pub(crate) fn control(&self) -> &Control {
+        self.sink.control(self.index)
+    }
+
+    /// Delivers the answer, unless the task was cancelled (then nobody waits for it);
+    /// its caller is woken with the others of this read, by `wakes`.
+    pub(crate) fn deliver(&self, answer: Answer<'_>, wakes: &mut Wakes) {
+        if self.control().finish() {
+            self.sink.deliver(self.index, answer);
+            wakes.add(&self.sink);
+        }
+    }
+
+    /// Delivers a failure and wakes its caller at once (outside a driver's read loop).
+    pub(crate) fn fail(&self, error: TaskError) {
+        if self.control().finish() {
+            self.sink.deliver(self.index, Answer::Err(error));
+            if let Some(waker) = self.sink.settle(1) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// The sinks a driver delivered answers to since it last woke their callers, and how
+/// many each: settled (and their callers woken) once per read, however many answers
+/// it held.
+#[derive(Default)]
+pub(crate) struct Wakes(Vec<(Arc<dyn Sink>, usize)>);
+
+impl Wakes {
+    fn add(&mut self, sink: &Arc<dyn Sink>) {
+        // Answers come in the order of requests, so a batch's are mostly together.
+        match self
+            .0
+            .iter_mut()
+            .rev()
+            .find(|(known, _)| Arc::ptr_eq(known, sink))
+        {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((Arc::clone(sink), 1)),
+        }
+    }
+
+    /// Settles every sink, then wakes the callers that have something to see.
+    pub(crate) fn wake(&mut self) {
+        for (sink, count) in self.0.drain(..) {
+            if let Some(waker) = sink.settle(count) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A task's cancellation, shared by its caller and the driver that runs it: one word,
+/// so that sending a task and delivering its answer take no lock.
 ///
-/// Once the job is sent to a worker, the ticket holds that worker's cancel line and
-/// the request's id. Cancelling sends the id down the line, and the *worker* decides:
-/// it skips the request if it has not started it, kills itself if it is running it,
-/// and ignores the message if it has finished it. Only the worker knows which of the
-/// requests sent to it runs at this instant, so only it can stop exactly this task
-/// and never the next one. (If the worker does not react, the driver stops it; see
-/// `driver.rs`.)
+/// Once the task is sent to a worker, the word holds the worker's slot and the
+/// request's id. Cancelling sends the id down that slot's cancel line, and the
+/// *worker* decides: it skips the request if it has not started it, kills itself if
+/// it is running it, and ignores the message if it has finished it. Only the worker
+/// knows which of the requests sent to it runs at this instant, so only it can stop
+/// exactly this task and never the next one. (If the worker does not react, the
+/// driver stops it; see `driver.rs`.)
 #[derive(Debug, Default)]
-pub(crate) struct Ticket {
-    state: Mutex<TicketState>,
+pub(crate) struct Control {
+    state: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct TicketState {
-    cancelled: bool,
-    sent: Option<(Arc<CancelLine>, u64)>,
-    outcome: Option<Outcome>,
-    waker: Option<Waker>,
-}
+/// The task was cancelled: it is not sent, or its answer goes nowhere.
+const CANCELLED: u64 = 1 << 63;
+/// The task ended (answered, or failed).
+const DONE: u64 = 1 << 62;
+/// Where a sent task went: `(slot + 1) << ID_BITS | id`.
+const ID_BITS: u32 = 48;
+const SENT: u64 = !(CANCELLED | DONE);
 
-impl Ticket {
+impl Control {
     /// Cancels the task: a queued task is never sent; a sent one is stopped by its
     /// worker (skipped, or the worker is killed if it is running it).
     pub(crate) fn cancel(&self) {
-        let sent = {
-            let mut state = lock(&self.state);
-            state.cancelled = true;
-            state.outcome = None;
-            state.sent.take()
-        };
-        if let Some((line, id)) = sent {
-            line.cancel(id);
+        let previous = self.state.fetch_or(CANCELLED, Ordering::AcqRel);
+        let sent = previous & SENT;
+        if previous & (CANCELLED | DONE) == 0 && sent != 0 {
+            let slot = (sent >> ID_BITS) as usize - 1;
+            cancel_line::cancel(slot, sent & ((1 << ID_BITS) - 1));
         }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        lock(&self.state).cancelled
+        self.state.load(Ordering::Acquire) & CANCELLED != 0
     }
 
-    /// Records that request `id` on the worker behind `line` is this task, before it
-    /// is written; `false` if the task was cancelled (then it is not sent).
-    pub(crate) fn attach(&self, line: &Arc<CancelLine>, id: u64) -> bool {
-        let mut state = lock(&self.state);
-        if state.cancelled {
-            return false;
-        }
-        state.sent = Some((Arc::clone(line), id));
-        true
+    /// Records that request `id` to the worker on `slot` is this task, before it is
+    /// written; `false` if the task was cancelled (then it is not sent).
+    pub(crate) fn attach(&self, slot: usize, id: u64) -> bool {
+        let sent = ((slot as u64 + 1) << ID_BITS) | (id & ((1 << ID_BITS) - 1));
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state & (CANCELLED | DONE) == 0).then_some((state & !SENT) | sent)
+            })
+            .is_ok()
     }
 
-    /// The task is back in the queue (its worker died before it started): nothing to
-    /// cancel on that worker any more.
+    /// The task is back in the queue: nothing to cancel on that worker.
     pub(crate) fn detach(&self) {
-        lock(&self.state).sent = None;
+        self.state.fetch_and(CANCELLED | DONE, Ordering::AcqRel);
     }
 
-    /// Delivers the outcome and wakes the caller (unless the caller cancelled).
-    pub(crate) fn finish(&self, outcome: Outcome) {
-        let waker = {
-            let mut state = lock(&self.state);
-            state.sent = None;
-            if state.cancelled {
-                return;
-            }
-            state.outcome = Some(outcome);
-            state.waker.take()
-        };
-        // Woken outside the lock: an executor may poll at once.
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// The outcome, once it arrived.
-    pub(crate) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let mut state = lock(&self.state);
-        match state.outcome.take() {
-            Some(outcome) => Poll::Ready(outcome),
-            None => {
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
+    /// The task ended (answered, or failed): nothing to cancel any more. `false` if it
+    /// was cancelled, or had ended already, so that its answer goes nowhere.
+    fn finish(&self) -> bool {
+        self.state.fetch_or(DONE, Ordering::AcqRel) & (CANCELLED | DONE) == 0
     }
 }
 
@@ -122,16 +183,20 @@ impl Ticket {
 pub(crate) struct Queue {
     jobs: Mutex<Jobs>,
     available: Condvar,
+    /// How many jobs are queued, for drivers that watch the queue without its lock.
+    queued: AtomicUsize,
     /// How many drivers share the queue (for each one's fair share).
     drivers: usize,
 }
 
-/// The queued jobs, and how many drivers have work.
+/// The queued jobs, and what the drivers are doing.
 #[derive(Debug)]
 struct Jobs {
     queue: VecDeque<Job>,
     /// Drivers whose worker has requests in flight (see `Queue::take_more`).
     busy: usize,
+    /// Drivers asleep on `available` (a wake-up is a system call: only for them).
+    sleeping: usize,
 }
 
 impl std::ops::Deref for Jobs {
@@ -147,26 +212,39 @@ impl std::ops::DerefMut for Jobs {
     }
 }
 
-/// How long an idle driver looks for a new job before it sleeps: a caller that just
-/// got its answer often submits its next task within microseconds, and a sleep and
-/// wake-up costs 10-25 µs on a small VM.
-const SPIN_FOR_JOBS: Duration = Duration::from_micros(50);
+/// How long an idle driver looks for a new job before it sleeps (yielding its core to
+/// any thread that needs it): a caller that just got its answers often submits its
+/// next tasks within microseconds, and a sleep and wake-up costs 10-25 µs on a small
+/// VM.
+const SPIN_FOR_JOBS: Duration = Duration::from_micros(100);
 
 impl Queue {
-    pub(crate) fn new(drivers: usize, first: Option<Job>) -> Self {
+    pub(crate) fn new(drivers: usize) -> Self {
         Queue {
             jobs: Mutex::new(Jobs {
-                queue: first.into_iter().collect(),
+                queue: VecDeque::new(),
                 busy: 0,
+                sleeping: 0,
             }),
             available: Condvar::new(),
+            queued: AtomicUsize::new(0),
             drivers: drivers.max(1),
         }
     }
 
-    pub(crate) fn push(&self, job: Job) {
-        lock(&self.jobs).push_back(job);
-        self.available.notify_one();
+    /// Queues `jobs`, in order, and wakes the sleeping drivers they need.
+    pub(crate) fn push(&self, jobs: impl IntoIterator<Item = Job>) {
+        let mut queue = lock(&self.jobs);
+        let before = queue.len();
+        queue.extend(jobs);
+        self.queued.store(queue.len(), Ordering::Relaxed);
+        let wake = (queue.len() - before).min(queue.sleeping);
+        drop(queue);
+        match wake {
+            0 => {}
+            1 => self.available.notify_one(),
+            _ => self.available.notify_all(),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -176,15 +254,28 @@ impl Queue {
     /// Waits for work, then takes a fair share of the queue: at least one job, at most
     /// `room`. The driver counts as busy from then on, until it calls `idle`.
     pub(crate) fn wait_for_jobs(&self, room: usize, bytes: usize) -> Vec<Job> {
+        // Watched without the lock, which the callers that queue jobs need; after a
+        // few spins the driver yields between looks, so that on a machine with fewer
+        // cores than threads the caller about to queue the next job gets to run.
         let started = Instant::now();
-        let mut jobs = lock(&self.jobs);
-        while jobs.is_empty() && started.elapsed() < SPIN_FOR_JOBS {
-            drop(jobs);
-            std::hint::spin_loop();
-            jobs = lock(&self.jobs);
+        for round in 0u32.. {
+            if self.queued.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            if round % 16 == 15 && started.elapsed() >= SPIN_FOR_JOBS {
+                break;
+            }
+            if round < 32 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
+        let mut jobs = lock(&self.jobs);
         while jobs.is_empty() {
+            jobs.sleeping += 1;
             jobs = wait(&self.available, jobs);
+            jobs.sleeping -= 1;
         }
         jobs.busy += 1;
         self.share(&mut jobs, room, bytes)
@@ -221,7 +312,7 @@ impl Queue {
 
     /// This driver's share of the jobs: the queue divided among the drivers (so that
     /// one driver does not hoard what another could run), at least one, at most
-    /// `room` and, beyond the first, at most `bytes` of frames.
+    /// `room` and, beyond the first, at most `bytes` of requests.
     fn share(&self, jobs: &mut Jobs, room: usize, bytes: usize) -> Vec<Job> {
         let take = (jobs.len() / self.drivers).clamp(1, room.max(1));
         let mut total = 0;
@@ -230,12 +321,13 @@ impl Queue {
             .take(take)
             .skip(1)
             .position(|job| {
-                total += job.frame.len();
+                total += job.body().len() + 16;
                 total > bytes
             })
             .map_or(take, |over| over + 1);
         let taken: Vec<Job> = jobs.drain(..take).collect();
-        if !jobs.is_empty() {
+        self.queued.store(jobs.len(), Ordering::Relaxed);
+        if !jobs.is_empty() && jobs.sleeping > 0 {
             self.available.notify_one();
         }
         taken
@@ -246,10 +338,11 @@ impl Queue {
         let mut jobs = lock(&self.jobs);
         let before = jobs.len();
         for job in returned.rev() {
-            job.ticket.detach();
+            job.control().detach();
             jobs.push_front(job);
         }
-        if jobs.len() > before {
+        self.queued.store(jobs.len(), Ordering::Relaxed);
+        if jobs.len() > before && jobs.sleeping > 0 {
             drop(jobs);
             self.available.notify_all();
         }
@@ -259,31 +352,56 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Wake;
 
-    fn job(bytes: usize) -> Job {
-        Job {
-            name: "t",
-            frame: vec![0; bytes],
-            ticket: Arc::default(),
+    /// A sink of jobs of the given sizes, that counts what it is told.
+    #[derive(Default)]
+    struct TestSink(Vec<Vec<u8>>, Vec<Control>, Mutex<(usize, usize)>);
+
+    impl Sink for TestSink {
+        fn name(&self, _: usize) -> &'static str {
+            "t"
         }
+        fn body(&self, index: usize) -> &[u8] {
+            &self.0[index]
+        }
+        fn control(&self, index: usize) -> &Control {
+            &self.1[index]
+        }
+        fn deliver(&self, _: usize, _: Answer<'_>) {
+            lock(&self.2).0 += 1;
+        }
+        fn settle(&self, count: usize) -> Option<Waker> {
+            lock(&self.2).1 += count;
+            Some(Waker::noop().clone())
+        }
+    }
+
+    fn jobs(sizes: &[usize]) -> Vec<Job> {
+        let sink: Arc<dyn Sink> = Arc::new(TestSink(
+            sizes.iter().map(|size| vec![0; *size]).collect(),
+            sizes.iter().map(|_| Control::default()).collect(),
+            Mutex::default(),
+        ));
+        (0..sizes.len())
+            .map(|index| Job {
+                sink: Arc::clone(&sink),
+                index,
+            })
+            .collect()
     }
 
     #[test]
     fn drivers_take_fair_shares_within_their_room_and_bytes() {
-        let queue = Queue::new(2, None);
-        queue.push(job(100));
-        queue.push(job(100));
+        let queue = Queue::new(2);
+        queue.push(jobs(&[100, 100]));
         // Two drivers start, one job each: both busy.
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
-        queue.push(job(100));
+        queue.push(jobs(&[100]));
         // A busy driver leaves jobs to a driver that is not busy yet.
         assert_eq!(queue.take_more(64, 1 << 20).len(), 0);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
-        for _ in 0..10 {
-            queue.push(job(100));
-        }
+        queue.push(jobs(&[100; 10]));
         assert_eq!(queue.take_more(64, 150).len(), 2); // the first, then 150 bytes at most
         assert_eq!(queue.take_more(64, 1 << 20).len(), 4); // half of the eight left
         assert_eq!(queue.take_more(1, 1 << 20).len(), 1); // its room
@@ -292,38 +410,60 @@ mod tests {
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
-        queue.requeue(vec![job(1), job(2)].into_iter());
+        queue.requeue(jobs(&[1, 2]).into_iter());
         let head = queue.take_idle(64, 1 << 20);
-        assert_eq!(head.iter().map(|j| j.frame.len()).collect::<Vec<_>>(), [1]);
+        assert_eq!(head.iter().map(|j| j.body().len()).collect::<Vec<_>>(), [1]);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert!(queue.is_empty());
     }
 
-    struct Flag(std::sync::atomic::AtomicBool);
-    impl Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+    #[test]
+    fn a_control_is_sent_and_finished_at_most_once_and_cancelling_wins() {
+        let control = Control::default();
+        assert!(control.attach(3, 42));
+        // Back in the queue (its worker died before it started), then sent again.
+        control.detach();
+        assert!(control.attach(1, 7));
+        assert!(control.finish(), "its answer goes to its caller");
+        assert!(!control.finish(), "once");
+        assert!(!control.attach(1, 8), "an ended task is not sent again");
+
+        let cancelled = Control::default();
+        cancelled.cancel();
+        assert!(cancelled.is_cancelled());
+        assert!(!cancelled.attach(0, 1), "a cancelled task is never sent");
+        assert!(!cancelled.finish(), "nobody waits for its answer");
+
+        let running = Control::default();
+        assert!(running.attach(0, 9));
+        running.cancel(); // (no pool here: the line lookup finds none)
+        assert!(running.is_cancelled());
+        assert!(!running.finish());
     }
 
     #[test]
-    fn a_ticket_delivers_once_and_not_after_a_cancel() {
-        let flag = Arc::new(Flag(false.into()));
-        let waker = Waker::from(Arc::clone(&flag));
-        let mut cx = Context::from_waker(&waker);
-        let ticket = Ticket::default();
-        assert!(ticket.poll_outcome(&mut cx).is_pending());
-        ticket.finish(Ok(vec![1]));
-        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert!(matches!(ticket.poll_outcome(&mut cx), Poll::Ready(Ok(bytes)) if bytes == [1]));
-
-        let cancelled = Ticket::default();
-        cancelled.cancel();
-        assert!(cancelled.is_cancelled());
-        cancelled.finish(Ok(vec![2]));
-        assert!(
-            cancelled.poll_outcome(&mut cx).is_pending(),
-            "nobody waits any more"
-        );
+    fn answers_are_settled_once_per_sink_and_a_cancelled_task_gets_none() {
+        let sink = Arc::new(TestSink(
+            vec![Vec::new(); 3],
+            (0..3).map(|_| Control::default()).collect(),
+            Mutex::default(),
+        ));
+        let as_sink: Arc<dyn Sink> = Arc::clone(&sink) as Arc<dyn Sink>;
+        let job = |index| Job {
+            sink: Arc::clone(&as_sink),
+            index,
+        };
+        let (first, second, third) = (job(0), job(1), job(2));
+        third.control().cancel();
+        assert!(third.control().is_cancelled());
+        let mut wakes = Wakes::default();
+        first.deliver(Answer::Ok(b""), &mut wakes);
+        second.deliver(Answer::Ok(b""), &mut wakes);
+        third.deliver(Answer::Ok(b""), &mut wakes);
+        assert_eq!(wakes.0.len(), 1, "one entry for the sink");
+        assert_eq!(*lock(&sink.2), (2, 0), "delivered, not settled yet");
+        wakes.wake();
+        assert_eq!(*lock(&sink.2), (2, 2));
+        assert!(wakes.0.is_empty());
     }
 }

@@ -1,7 +1,8 @@
 //! The pool's parts that its drivers share: the queue, and each slot's idle worker
 //! and pid.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::handle::{Blueprint, WorkerHandle};
 use super::queue::Queue;
@@ -20,6 +21,8 @@ pub(crate) struct Slot {
     /// caller can borrow it.
     pub(crate) parked: Mutex<Parked>,
     pub(crate) pid: Mutex<Option<u32>>,
+    /// The id of the last request sent on this slot (see `WorkerHandle::next_id`).
+    pub(crate) last_id: Arc<AtomicU64>,
 }
 
 /// Where a slot's worker is while its driver does not use it.

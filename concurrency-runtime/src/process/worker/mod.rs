@@ -12,9 +12,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
-use super::handoff;
+use super::answer_ring::AnswerRing;
 use super::settings::{ENV_WORKER, WorkerSettings};
 use super::shared_counter::SharedCounter;
+use super::{handoff, registry};
 
 /// Runs before `main` in every program that links this crate's process support.
 /// Referenced from the code every process-task call runs, so the linker keeps it.
@@ -89,6 +90,14 @@ fn run_worker(marker: &std::ffi::OsStr) -> i32 {
             settings.parent
         ));
     }
+    if settings.registry != registry::fingerprint() {
+        return fail(format_args!(
+            "its process tasks differ from its parent's (registry {:x}, the parent's {:x}): \
+             it is not the same executable",
+            registry::fingerprint(),
+            settings.registry
+        ));
+    }
     let line = match handoff::receive_fd(&channel) {
         Ok(line) => UnixStream::from(line),
         Err(error) => return fail(format_args!("could not receive its cancel line: {error}")),
@@ -98,6 +107,12 @@ fn run_worker(marker: &std::ffi::OsStr) -> i32 {
     {
         Ok(written) => written,
         Err(error) => return fail(format_args!("could not map its cancel count: {error}")),
+    };
+    let answers = match handoff::receive_fd(&channel)
+        .and_then(|ring| AnswerRing::map(std::os::fd::AsFd::as_fd(&ring)))
+    {
+        Ok(answers) => answers,
+        Err(error) => return fail(format_args!("could not map its answer ring: {error}")),
     };
     let memory = if settings.max_memory > 0 {
         match std::fs::File::open("/proc/self/statm") {
@@ -112,7 +127,7 @@ fn run_worker(marker: &std::ffi::OsStr) -> i32 {
         None
     };
     let settings = SETTINGS.get_or_init(|| settings);
-    match serve::serve(channel, line, written, memory, settings) {
+    match serve::serve(channel, line, written, answers, memory, settings) {
         Ok(code) => code,
         Err(message) => fail(format_args!("{message}")),
     }

@@ -1,7 +1,7 @@
 //! A worker's task loop: read a request, run it, answer, until the channel closes;
 //! and the thread that applies cancellations from the parent.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::panic_message;
 use crate::kind::TaskKind;
-use crate::process::protocol::{self, FrameError};
+use crate::process::answer_ring::AnswerRing;
+use crate::process::protocol::{self, FrameBuffer};
 use crate::process::registry::{self, EntryError};
 use crate::process::settings::WorkerSettings;
 use crate::process::shared_counter::SharedCounter;
@@ -137,6 +138,7 @@ pub(super) fn serve(
     channel: UnixStream,
     line: UnixStream,
     written: SharedCounter,
+    answers: AnswerRing,
     memory: Option<std::fs::File>,
     settings: &WorkerSettings,
 ) -> Result<i32, String> {
@@ -167,40 +169,141 @@ pub(super) fn serve(
         memory: memory.map(|statm| (statm, settings.max_memory)),
         page_size: sys::page_size(),
     };
-    // One descriptor for both directions: a worker holds nothing but its channel and
-    // its cancel line.
+    // Requests come on the channel; answers go back through the ring, and the channel
+    // carries only the wake-ups of a parent that sleeps.
+    let mut output = RingWriter {
+        ring: &answers,
+        channel: &channel,
+    };
     Ok(run_requests(
-        BufReader::new(&channel),
-        BufWriter::new(&channel),
+        &channel,
+        &mut output,
         settings.max_frame,
         &progress,
         &mut limits,
     ))
 }
 
+/// Answers into the ring; a full ring is waited on (the parent empties it as it
+/// reads), and a parent that sleeps is woken with one byte on the channel.
+struct RingWriter<'a> {
+    ring: &'a AnswerRing,
+    channel: &'a UnixStream,
+}
+
+impl RingWriter<'_> {
+    /// Publishes the whole response to request `id`; wakes the parent if it waits for
+    /// this answer. An error means the parent is gone.
+    fn answer(&mut self, response: &[u8], id: u64) -> io::Result<()> {
+        self.write_all(response)?;
+        if self.ring.answer_published(id) {
+            self.wake()?;
+        }
+        Ok(())
+    }
+
+    /// No request is left to run: wakes the parent if it waits (for more answers, or
+    /// to send more requests).
+    fn idle(&mut self) -> io::Result<()> {
+        if self.ring.going_idle() {
+            self.wake()?;
+        }
+        Ok(())
+    }
+
+    fn wake(&self) -> io::Result<()> {
+        sys::send_all(self.channel.as_fd(), &[1])
+    }
+}
+
+impl Write for RingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut waited = 0;
+        loop {
+            let published = self.ring.publish(bytes);
+            if published > 0 || bytes.is_empty() {
+                return Ok(published);
+            }
+            // Full: a sleeping parent is woken to make room; an awake one frees room
+            // as it reads, and wakes this worker if it sleeps.
+            if self.ring.full() {
+                self.wake()?;
+            }
+            waited += 1;
+            if waited <= 64 {
+                std::hint::spin_loop();
+            } else {
+                self.ring.wait_for_room();
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long a worker that ran out of requests looks for the next one before it sleeps:
+/// a caller that awaits one task at a time sends the next within microseconds, and a
+/// sleep and wake-up costs more on a small VM.
+const SPIN_FOR_REQUESTS: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// Reads more requests into `input`: what came already, else (after looking for a
+/// while, yielding the core to anyone who needs it) by sleeping until more come.
+fn next_requests(input: &mut FrameBuffer, channel: &UnixStream) -> io::Result<usize> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < SPIN_FOR_REQUESTS {
+        match input.fill(&mut sys::NonBlocking(channel.as_fd())) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            other => return other,
+        }
+    }
+    input.fill(&mut &*channel)
+}
+
 fn run_requests(
-    mut input: impl Read,
-    mut output: impl Write,
+    channel: &UnixStream,
+    output: &mut RingWriter<'_>,
     max_frame: u64,
     progress: &Mutex<Progress>,
     limits: &mut Limits,
 ) -> i32 {
-    // The response being written, reused from one request to the next.
+    // The requests read, and the response being written, reused from one request to
+    // the next.
+    let mut input = FrameBuffer::default();
     let mut response = Vec::new();
     let limit = usize::try_from(max_frame)
         .unwrap_or(usize::MAX)
         .saturating_add(8);
     let mut retiring = false;
     loop {
-        let body = match protocol::read_frame(&mut input, max_frame) {
-            Ok(body) => body,
-            Err(FrameError::Closed) => return 0,
+        let body = match input.next_frame(max_frame) {
+            Ok(Some(body)) => body,
+            Ok(None) => match output
+                .idle()
+                .and_then(|()| next_requests(&mut input, channel))
+            {
+                Ok(0) if input.is_empty() => return 0,
+                Ok(0) => {
+                    eprintln!("concurrency-runtime worker: the channel ended inside a request");
+                    return 3;
+                }
+                Ok(_) => {
+                    output.ring.busy();
+                    continue;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    eprintln!("concurrency-runtime worker: could not read a request: {error}");
+                    return 3;
+                }
+            },
             Err(error) => {
                 eprintln!("concurrency-runtime worker: bad request frame: {error}");
                 return 3;
             }
         };
-        let Some(request) = protocol::parse_request(&body) else {
+        let Some(request) = protocol::parse_request(body) else {
             eprintln!("concurrency-runtime worker: malformed request");
             return 3;
         };
@@ -242,11 +345,7 @@ fn run_requests(
             }
         };
         protocol::finish_response(&mut response, request.id, status);
-        if output
-            .write_all(&response)
-            .and_then(|()| output.flush())
-            .is_err()
-        {
+        if output.answer(&response, request.id).is_err() {
             return 4;
         }
     }
@@ -254,8 +353,8 @@ fn run_requests(
 
 /// Runs one request's task, leaving its answer's payload in `response`; its status.
 fn run_one(request: &protocol::Request<'_>, response: &mut Vec<u8>, limit: usize) -> u8 {
-    let Some(entry) = registry::find(request.task) else {
-        response.extend_from_slice(request.task.as_bytes());
+    let Some(entry) = registry::get(request.task) else {
+        response.extend_from_slice(request.task.to_string().as_bytes());
         return protocol::UNKNOWN_TASK;
     };
     let ran = catch_unwind(AssertUnwindSafe(|| {
