@@ -2,12 +2,21 @@
 //!
 //! Criterion measures one side of a comparison, then the other; on a VM whose speed
 //! drifts, that drift shows up as a ratio. Here the two sides alternate in one loop,
-//! so both see the same machine, and each round prints the medians and their ratio.
+//! so both see the same machine. Each row prints each side's median over the rounds
+//! and the min, median and max of the per-round ratios (`ROUNDS=n`, default 6).
 
+use std::future::{Future, poll_fn};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use concurrency_runtime::{cpu_task, io_task, run_concurrently};
+
+#[path = "support/rounds.rs"]
+mod rounds;
+use rounds::{Table, alternate, alternate_async};
 
 async fn io_body(n: u64) -> u64 {
     tokio::task::yield_now().await;
@@ -33,34 +42,46 @@ fn cpu_task(n: u64) -> u64 {
     cpu_body(n)
 }
 
-/// Runs `ours` and `theirs` alternately `samples` times; returns both medians.
-fn alternate(
-    samples: usize,
-    mut ours: impl FnMut(),
-    mut theirs: impl FnMut(),
-) -> (Duration, Duration) {
-    let mut times = (Vec::with_capacity(samples), Vec::with_capacity(samples));
-    for _ in 0..samples {
-        let started = Instant::now();
-        ours();
-        times.0.push(started.elapsed());
-        let started = Instant::now();
-        theirs();
-        times.1.push(started.elapsed());
+/// What a join that isolates each task's panic does by hand, the guarantee a group
+/// gives: each poll of each future inside `catch_unwind`, each outcome kept apart.
+async fn guarded_join3<A: Future, B: Future, C: Future>(
+    a: A,
+    b: B,
+    c: C,
+) -> (
+    std::thread::Result<A::Output>,
+    std::thread::Result<B::Output>,
+    std::thread::Result<C::Output>,
+) {
+    fn guarded<F: Future>(
+        future: Pin<&mut F>,
+        slot: &mut Option<std::thread::Result<F::Output>>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        if slot.is_none() {
+            match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                Ok(Poll::Ready(value)) => *slot = Some(Ok(value)),
+                Ok(Poll::Pending) => {}
+                Err(payload) => *slot = Some(Err(payload)),
+            }
+        }
+        slot.is_some()
     }
-    (median(times.0), median(times.1))
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
-
-fn report(name: &str, baseline: &str, (ours, theirs): (Duration, Duration)) {
-    println!(
-        "{name:<44} run_concurrently! {ours:>10.1?}   {baseline} {theirs:>10.1?}   ratio {:.2}",
-        ours.as_secs_f64() / theirs.as_secs_f64()
-    );
+    let (mut a, mut b, mut c) = (pin!(a), pin!(b), pin!(c));
+    let (mut first, mut second, mut third) = (None, None, None);
+    poll_fn(|cx| {
+        let done = guarded(a.as_mut(), &mut first, cx)
+            & guarded(b.as_mut(), &mut second, cx)
+            & guarded(c.as_mut(), &mut third, cx);
+        match (done, first.take(), second.take(), third.take()) {
+            (true, Some(a), Some(b), Some(c)) => Poll::Ready((a, b, c)),
+            (_, a, b, c) => {
+                (first, second, third) = (a, b, c);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn main() {
@@ -69,18 +90,18 @@ fn main() {
         .build()
         .expect("runtime");
     let handle = runtime.handle().clone();
-    for round in 1..=3 {
-        println!("round {round}");
+    let rounds = rounds::rounds(6);
+    let mut table = Table::default();
+    for round in 1..=rounds {
+        eprint!("round {round}/{rounds}\r");
 
         // 10,000 async tasks, both inside a spawned task of the runtime.
         let async10k = runtime.block_on(async {
-            tokio::spawn(async {
-                let mut times = (Vec::new(), Vec::new());
-                for _ in 0..40 {
-                    let started = Instant::now();
-                    black_box(run_concurrently!(async; for (0..10_000).map(io_task)).await);
-                    times.0.push(started.elapsed());
-                    let started = Instant::now();
+            tokio::spawn(alternate_async(
+                40,
+                1,
+                || run_concurrently!(async; for (0..10_000).map(io_task)),
+                || async {
                     let mut set = tokio::task::JoinSet::new();
                     for n in 0..10_000 {
                         set.spawn(io_body(n));
@@ -88,49 +109,62 @@ fn main() {
                     while let Some(joined) = set.join_next().await {
                         black_box(joined.expect("join"));
                     }
-                    times.1.push(started.elapsed());
-                }
-                (median(times.0), median(times.1))
-            })
+                },
+            ))
             .await
             .expect("spawned check")
         });
-        report("10,000 async tasks, async caller", "JoinSet", async10k);
+        table.record("10,000 async tasks, async caller", "JoinSet", async10k);
 
         // 3 async tasks, polled in one `block_on` by both sides.
-        let async3 = runtime.block_on(async {
-            let mut times = (Vec::new(), Vec::new());
-            for _ in 0..200 {
-                let started = Instant::now();
-                for _ in 0..1_000 {
-                    black_box(run_concurrently!(async; io_task(1), io_task(2), io_task(3)).await);
-                }
-                times.0.push(started.elapsed() / 1_000);
-                let started = Instant::now();
-                for _ in 0..1_000 {
-                    black_box(tokio::join!(io_body(1), io_body(2), io_body(3)));
-                }
-                times.1.push(started.elapsed() / 1_000);
-            }
-            (median(times.0), median(times.1))
+        let three = || run_concurrently!(async; io_task(1), io_task(2), io_task(3));
+        let guarded = || guarded_join3(io_body(1), io_body(2), io_body(3));
+        let async3 = runtime.block_on(alternate_async(200, 1_000, three, guarded));
+        table.record(
+            "3 async tasks, async caller (block_on)",
+            "guarded join",
+            async3,
+        );
+        let joined = runtime.block_on(alternate_async(200, 1_000, three, || async {
+            tokio::join!(io_body(1), io_body(2), io_body(3))
+        }));
+        table.record(
+            "3 async tasks, async caller (block_on)",
+            "tokio::join!",
+            joined,
+        );
+        // The same inside a spawned task, where `yield_now` goes through the scheduler.
+        let spawned = runtime.block_on(async move {
+            tokio::spawn(alternate_async(200, 1_000, three, guarded))
+                .await
+                .expect("spawned")
         });
-        report("3 async tasks, async caller", "tokio::join!", async3);
+        table.record(
+            "3 async tasks, async caller (spawned task)",
+            "guarded join",
+            spawned,
+        );
 
         let sync3 = alternate(
             20_000,
+            Duration::ZERO,
             || {
                 black_box(run_concurrently!(io_task(1), io_task(2), io_task(3)));
             },
             || {
-                black_box(
-                    handle.block_on(async { tokio::join!(io_body(1), io_body(2), io_body(3)) }),
-                );
+                let _ =
+                    black_box(handle.block_on(guarded_join3(io_body(1), io_body(2), io_body(3))));
             },
         );
-        report("3 async tasks, sync caller", "block_on(join!)", sync3);
+        table.record(
+            "3 async tasks, sync caller",
+            "block_on(guarded join)",
+            sync3,
+        );
 
         let blocking = alternate(
             30,
+            Duration::ZERO,
             || {
                 black_box(run_concurrently!(for (0..1_000).map(blocking_task)));
             },
@@ -145,7 +179,7 @@ fn main() {
                 });
             },
         );
-        report(
+        table.record(
             "1,000 blocking tasks, sync caller",
             "spawn_blocking",
             blocking,
@@ -153,6 +187,7 @@ fn main() {
 
         let mixed = alternate(
             2_000,
+            Duration::ZERO,
             || {
                 black_box(run_concurrently!(io_task(1), blocking_task(2), cpu_task(3)));
             },
@@ -168,7 +203,7 @@ fn main() {
                 }));
             },
         );
-        report(
+        table.record(
             "async + blocking + cpu, sync caller",
             "join! by hand",
             mixed,
@@ -176,6 +211,7 @@ fn main() {
 
         let cpu = alternate(
             2_000,
+            Duration::ZERO,
             || {
                 black_box(run_concurrently!(cpu_task(1), cpu_task(2), cpu_task(3)));
             },
@@ -186,6 +222,7 @@ fn main() {
                 ));
             },
         );
-        report("3 small cpu tasks, sync caller", "rayon::join", cpu);
+        table.record("3 small cpu tasks, sync caller", "rayon::join", cpu);
     }
+    table.print(rounds);
 }

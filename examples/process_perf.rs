@@ -21,6 +21,14 @@ use std::time::{Duration, Instant};
 use concurrency_runtime::process::{self, PoolConfig};
 use concurrency_runtime::{cpu_task, run_concurrently};
 
+#[path = "support/rounds.rs"]
+mod rounds;
+use rounds::{Ratio, Table, alternate, median};
+
+/// The pause before each sample: neither side's threads still busy when the other
+/// starts.
+const PAUSE: Duration = Duration::from_millis(1);
+
 /// Which part of this program runs: unset in the benchmark itself.
 const MODE: &str = "CONCURRENCY_PERF_MODE";
 
@@ -120,24 +128,15 @@ fn main() {
         .expect("runtime");
     let thousand: Vec<u64> = (0..1_000).collect();
     let hundred_thousand: Vec<u64> = (0..100_000).collect();
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(7);
-    let mut rows: Vec<(&str, Vec<Ratio>)> = Vec::new();
-    let mut record = |name: &'static str, ratio: Ratio| match rows
-        .iter_mut()
-        .find(|(known, _)| *known == name)
-    {
-        Some((_, ratios)) => ratios.push(ratio),
-        None => rows.push((name, vec![ratio])),
-    };
+    let rounds = rounds::rounds(7);
+    let mut table = Table::default();
     let mut flat = Vec::new();
     let mut awaited_rounds = Vec::new();
     for round in 1..=rounds {
         eprint!("round {round}/{rounds}\r");
         let thousand_ratio = alternate(
             40,
+            PAUSE,
             || {
                 black_box(run_concurrently!(for (0..1_000).map(trivial)));
             },
@@ -145,10 +144,15 @@ fn main() {
                 black_box(pipes.run(&thousand));
             },
         );
-        record("1,000 in flight, pool of 2", thousand_ratio);
+        table.record(
+            "1,000 in flight, pool of 2",
+            "pipelined pipe pool",
+            thousand_ratio,
+        );
 
         let async_ratio = alternate(
             40,
+            PAUSE,
             || {
                 runtime.block_on(async {
                     tokio::spawn(async {
@@ -162,10 +166,15 @@ fn main() {
                 black_box(pipes.run(&thousand));
             },
         );
-        record("1,000 in flight, async caller (spawned task)", async_ratio);
+        table.record(
+            "1,000 in flight, async caller (spawned task)",
+            "pipelined pipe pool",
+            async_ratio,
+        );
 
         let large = alternate(
             3,
+            PAUSE,
             || {
                 black_box(run_concurrently!(for (0..100_000).map(trivial)));
             },
@@ -173,38 +182,22 @@ fn main() {
                 black_box(pipes.run(&hundred_thousand));
             },
         );
-        record("100,000 in flight, pool of 2", large);
+        table.record("100,000 in flight, pool of 2", "pipelined pipe pool", large);
         // The cost per task at 100,000 against 1,000.
         flat.push(
             (large.ours.as_secs_f64() / 100_000.0) / (thousand_ratio.ours.as_secs_f64() / 1_000.0),
         );
 
         // The children time themselves, from `main` to the first result.
-        record("cold start to the first result", cold_alternating(8));
+        table.record(
+            "cold start to the first result",
+            "pool of 2 re-exec'd",
+            cold_alternating(8),
+        );
 
         awaited_rounds.push(one_at_a_time(&runtime, 2_000));
     }
-    println!("{rounds} rounds; each side's median per round, the two sides alternating");
-    println!(
-        "{:<46} {:>12} {:>12}   ratio per round: min  median  max",
-        "row", "library", "pipe pool"
-    );
-    for (name, ratios) in &rows {
-        let mut values: Vec<f64> = ratios.iter().map(Ratio::value).collect();
-        values.sort_by(f64::total_cmp);
-        let mut ours: Vec<Duration> = ratios.iter().map(|ratio| ratio.ours).collect();
-        let mut theirs: Vec<Duration> = ratios.iter().map(|ratio| ratio.theirs).collect();
-        ours.sort_unstable();
-        theirs.sort_unstable();
-        println!(
-            "{name:<46} {:>12.1?} {:>12.1?}   {:.2}  {:.2}  {:.2}",
-            ours[ours.len() / 2],
-            theirs[theirs.len() / 2],
-            values[0],
-            values[values.len() / 2],
-            values[values.len() - 1],
-        );
-    }
+    table.print(rounds);
     flat.sort_by(f64::total_cmp);
     println!(
         "cost per task at 100,000 in flight / at 1,000: {:.2} {:.2} {:.2}",
@@ -251,45 +244,6 @@ fn one_at_a_time(runtime: &tokio::runtime::Runtime, count: u64) -> (Duration, Du
         times.push(started.elapsed());
     }
     (awaited, median(times))
-}
-
-/// One round of a row: each side's median.
-#[derive(Debug, Clone, Copy)]
-struct Ratio {
-    ours: Duration,
-    theirs: Duration,
-}
-
-impl Ratio {
-    fn value(&self) -> f64 {
-        self.ours.as_secs_f64() / self.theirs.as_secs_f64()
-    }
-}
-
-/// Runs each side `samples` times, alternately, with a pause between them so that
-/// neither side's threads are still busy (or spinning) when the other starts; returns
-/// both medians.
-fn alternate(samples: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> Ratio {
-    let mut times = (Vec::with_capacity(samples), Vec::with_capacity(samples));
-    for _ in 0..samples {
-        std::thread::sleep(Duration::from_millis(1));
-        let started = Instant::now();
-        ours();
-        times.0.push(started.elapsed());
-        std::thread::sleep(Duration::from_millis(1));
-        let started = Instant::now();
-        theirs();
-        times.1.push(started.elapsed());
-    }
-    Ratio {
-        ours: median(times.0),
-        theirs: median(times.1),
-    }
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 /// Cold starts measured in fresh copies of this program, alternately: the medians of

@@ -65,11 +65,12 @@ fn sleepers(which: &str) {
                     })
                 })
                 .collect();
-            let mut sum = 0;
+            // The results in input order, as `run_concurrently!` returns them.
+            let mut results = Vec::with_capacity(handles.len());
             for handle in handles {
-                sum += handle.await.unwrap_or(0);
+                results.push(handle.await.unwrap_or(0));
             }
-            sum
+            results.into_iter().sum()
         }),
     };
     assert_eq!(sum, SLEEPERS * (SLEEPERS - 1) / 2);

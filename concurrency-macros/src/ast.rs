@@ -2,8 +2,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::format_ident;
+use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, Item, ItemFn, Pat, Receiver, Type};
+use syn::{FnArg, Ident, Item, Pat, Receiver, Signature, Type, Visibility};
 
 use crate::attr::{Attribute, TaskOptions};
 
@@ -37,6 +38,38 @@ pub(crate) struct Arg<'a> {
     pub(crate) ident: Ident,
 }
 
+/// A function as the attributes see it: its signature parsed, its body kept as the
+/// tokens it is (the expansion moves it without looking inside, so parsing every
+/// statement of every task would only slow down the user's builds and IDE).
+pub(crate) struct ItemFn {
+    pub(crate) attrs: Vec<syn::Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) sig: Signature,
+    /// `{ ... }`.
+    pub(crate) block: proc_macro2::Group,
+}
+
+impl Parse for ItemFn {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let vis = input.parse()?;
+        let sig = input.parse()?;
+        let block: proc_macro2::Group = input.parse()?;
+        if block.delimiter() != proc_macro2::Delimiter::Brace {
+            return Err(syn::Error::new(
+                block.span(),
+                "expected the function's body",
+            ));
+        }
+        Ok(ItemFn {
+            attrs,
+            vis,
+            sig,
+            block,
+        })
+    }
+}
+
 /// Parses the annotated item; anything but a function with a body is an error on
 /// the item itself.
 pub(crate) fn parse_item(attribute: Attribute, item: TokenStream) -> syn::Result<ItemFn> {
@@ -46,8 +79,11 @@ pub(crate) fn parse_item(attribute: Attribute, item: TokenStream) -> syn::Result
             attribute.display()
         )
     };
+    if let Ok(function) = syn::parse2::<ItemFn>(item.clone()) {
+        return Ok(function);
+    }
+    // Not a function with a body: parsed whole, only to point at what it is.
     match syn::parse2::<Item>(item) {
-        Ok(Item::Fn(function)) => Ok(function),
         Ok(other) => Err(syn::Error::new(item_span(&other), message())),
         Err(error) => Err(syn::Error::new(error.span(), message())),
     }

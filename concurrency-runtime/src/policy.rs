@@ -6,6 +6,7 @@
 //! supervises the attempts: it takes a permit of the task's limit, starts an
 //! attempt, races it against the deadline, and decides whether to retry.
 
+use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
@@ -48,32 +49,64 @@ impl Policy {
 }
 
 /// A task's options as it carries them: nothing for a task without options (the
-/// common case, kept small because task values are moved around), else boxed.
+/// common case, kept small because task values are moved around), else boxed with
+/// the placement's supervisor: what starts the task's supervised attempts, typed by
+/// the placement (see `seam::Supervisor`). The supervisor is referenced only where a
+/// task gets options (an option on its attribute, `with_timeout`), so that a crate's
+/// tasks without options never compile the supervision.
 #[derive(Debug)]
-pub(crate) struct Options(Option<Box<Policy>>);
+pub(crate) struct Options(Option<Box<WithOptions>>);
+
+#[derive(Debug)]
+struct WithOptions {
+    policy: Policy,
+    supervisor: &'static (dyn Any + Send + Sync),
+}
 
 impl Options {
+    /// No options.
+    pub(crate) const NONE: Options = Options(None);
+
+    /// The options of `policy`, supervised by `supervisor`.
+    pub(crate) fn new(policy: Policy, supervisor: &'static (dyn Any + Send + Sync)) -> Self {
+        Options((!policy.is_plain()).then(|| Box::new(WithOptions { policy, supervisor })))
+    }
+
     /// Whether the task has no options.
     pub(crate) fn is_plain(&self) -> bool {
         self.0.is_none()
     }
 
-    #[inline]
-    pub(crate) fn new(policy: Policy) -> Self {
-        Options((!policy.is_plain()).then(|| Box::new(policy)))
+    /// The supervisor of a task with options.
+    pub(crate) fn supervisor(&self) -> Option<&'static (dyn Any + Send + Sync)> {
+        self.0.as_ref().map(|options| options.supervisor)
     }
 
     pub(crate) fn timeout(&self) -> Option<Duration> {
-        self.0.as_ref().and_then(|policy| policy.timeout)
+        self.0.as_ref().and_then(|options| options.policy.timeout)
     }
 
     #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn retries(&self) -> u32 {
-        self.0.as_ref().map_or(0, |policy| policy.retries)
+        self.0.as_ref().map_or(0, |options| options.policy.retries)
     }
 
-    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
-        self.0.get_or_insert_with(|| Box::new(Policy::NONE)).timeout = Some(timeout);
+    /// Sets the deadline of each attempt; `supervisor` supervises a task that had no
+    /// options.
+    pub(crate) fn set_timeout(
+        &mut self,
+        timeout: Duration,
+        supervisor: &'static (dyn Any + Send + Sync),
+    ) {
+        self.0
+            .get_or_insert_with(|| {
+                Box::new(WithOptions {
+                    policy: Policy::NONE,
+                    supervisor,
+                })
+            })
+            .policy
+            .timeout = Some(timeout);
     }
 }
 
@@ -164,19 +197,25 @@ pub(crate) struct Judge<T> {
     pub(crate) into_error: fn(&'static str, T) -> TaskError,
 }
 
+/// One attempt of a supervised task, boxed: the supervision is compiled once per
+/// output type, not once per task (a crate with a hundred tasks would otherwise
+/// compile it a hundred times).
+type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<T, TaskError>> + Send>>;
+
+/// What starts a supervised task's next attempt (see [`supervise`]).
+type NextAttempt<T> = Box<dyn FnMut(&mut Option<Permit>) -> Option<AttemptFuture<T>> + Send>;
+
 /// Runs the attempts of a task with options. `next` starts the next attempt (it
 /// may take the permit into the attempt), or returns `None` when the task cannot be
 /// attempted again.
-fn supervise<T, A, G>(
+fn supervise<T>(
     name: &'static str,
     policy: Policy,
     judge: Judge<T>,
-    mut next: G,
+    mut next: NextAttempt<T>,
 ) -> Supervision<T>
 where
     T: Send + 'static,
-    G: FnMut(&mut Option<Permit>) -> Option<A> + Send + 'static,
-    A: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
     Box::pin(async move {
         let mut failures: Vec<TaskError> = Vec::new();
@@ -265,12 +304,12 @@ impl<F> Bodies<F> {
     }
 }
 
-/// Starts a task: its single attempt directly when it has no options, else the
-/// supervision of its attempts. `attempt` starts one attempt from a body; it takes
-/// the permit of the task's limit along if the attempt may outlive its future (a
-/// thread runs on), else the permit is held until the attempt's future ends.
-#[inline]
-pub(crate) fn start<F, P, T>(
+/// Starts a task with options: the supervision of its attempts. `attempt` starts one
+/// attempt from a body; it takes the permit of the task's limit along if the attempt
+/// may outlive its future (a thread runs on), else the permit is held until the
+/// attempt's future ends. (A task without options starts its single attempt
+/// directly, as [`Policied::Plain`], and never reaches this.)
+pub(crate) fn start_supervised<F, P, T>(
     name: &'static str,
     options: Options,
     bodies: Bodies<F>,
@@ -282,38 +321,20 @@ where
     P: Future<Output = Result<T, TaskError>> + Send + 'static,
     T: Send + 'static,
 {
-    match options.0 {
-        None => Policied::Plain {
-            attempt: attempt(bodies.first, &mut None),
-        },
-        Some(policy) => start_supervised(name, *policy, bodies, judge, attempt),
-    }
-}
-
-/// The part of [`start`] for a task with options: out of line, so that starting a
-/// task without options stays small enough to inline.
-#[cold]
-#[inline(never)]
-fn start_supervised<F, P, T>(
-    name: &'static str,
-    policy: Policy,
-    bodies: Bodies<F>,
-    judge: Judge<T>,
-    attempt: impl Fn(F, &mut Option<Permit>) -> P + Send + 'static,
-) -> Policied<P, T>
-where
-    F: Send + 'static,
-    P: Future<Output = Result<T, TaskError>> + Send + 'static,
-    T: Send + 'static,
-{
+    let policy = options.0.map_or(Policy::NONE, |options| options.policy);
     let Bodies { first, mut again } = bodies;
     let mut first = Some(first);
     Policied::supervised(
         name,
-        supervise(name, policy, judge, move |permit| {
-            let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
-            Some(attempt(body, permit))
-        }),
+        supervise(
+            name,
+            policy,
+            judge,
+            Box::new(move |permit| {
+                let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
+                Some(Box::pin(attempt(body, permit)) as AttemptFuture<T>)
+            }),
+        ),
     )
 }
 

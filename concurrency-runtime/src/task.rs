@@ -181,7 +181,7 @@ impl<P: Placement> TaskValue<P> {
     /// finish, else it fails with
     /// [`TaskErrorKind::TimedOut`](crate::TaskErrorKind::TimedOut).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.options.set_timeout(timeout);
+        self.set_timeout(timeout);
         self
     }
 }

@@ -26,12 +26,17 @@ pub(super) fn expand(task: &TaskFn<'_>, shared: &Shared) -> TokenStream {
             #output
         >
     );
-    let body = quote!(async move {
+    // The arguments are bound to the user's patterns before the `async move` block,
+    // which captures them as they are: bound inside it, each would be kept twice in
+    // the future (once as the captured argument, once as the binding).
+    let body = quote!({
         #bindings
-        #[allow(clippy::diverging_sub_expression)]
-        let #ret_ident: #ret = #block;
-        #[allow(unreachable_code)]
-        #ret_ident
+        async move {
+            #[allow(clippy::diverging_sub_expression)]
+            let #ret_ident: #ret = #block;
+            #[allow(unreachable_code)]
+            #ret_ident
+        }
     });
     let constructor = super::construct(task, shared, &placement, body);
     super::function(task, shared, signature, constructor)

@@ -39,8 +39,9 @@ pub(super) struct Shared {
     /// The result type (`()` when none is written) and where it is written.
     pub(super) ret: TokenStream,
     pub(super) ret_span: Span,
-    /// The task's options as a `Policy` value.
-    pub(super) policy: TokenStream,
+    /// The task's options as a `Policy` value; `None` without options (the task is
+    /// made by the placement's `new`, which never compiles the supervision).
+    pub(super) policy: Option<TokenStream>,
     /// `Value`, or `Fallible` for a function declared to return `Result`.
     pub(super) output: TokenStream,
     /// For a `Result`, the check that its error can be reported.
@@ -120,9 +121,18 @@ fn construct(
         policy,
         ..
     } = shared;
-    if task.options.retries.is_none() {
-        return quote!(#private::#placement::new(#name, #policy, #body));
+    // `&"name"`: a constant, so a `&'static &'static str` (one pointer).
+    match (policy, task.options.retries.is_some()) {
+        (None, false) => return quote!(#private::#placement::new(&#name, #body)),
+        (Some(policy), false) => {
+            return quote!(#private::#placement::with_policy(&#name, #policy, #body));
+        }
+        _ => {}
     }
+    let policy = match policy {
+        Some(policy) => policy.clone(),
+        None => quote!(#private::Policy::NONE),
+    };
     let clones = task.args.iter().map(|arg| {
         let (ident, ty) = (&arg.ident, arg.ty);
         if mentions_impl(ty) {
@@ -131,7 +141,7 @@ fn construct(
             quote_spanned!(ty.span()=> let #ident = #private::clone_for_retry::<#ty>(&#ident);)
         }
     });
-    quote!(#private::#placement::retrying(#name, #policy, move || {
+    quote!(#private::#placement::retrying(&#name, #policy, move || {
         #(#clones)*
         #body
     }))
@@ -166,11 +176,11 @@ fn function(
     }
 }
 
-/// The task's options as a `Policy` value; `Policy::NONE` without options.
-fn policy(task: &TaskFn<'_>, private: Private) -> TokenStream {
+/// The task's options as a `Policy` value; `None` without options.
+fn policy(task: &TaskFn<'_>, private: Private) -> Option<TokenStream> {
     let options = &task.options;
     if !options.has_policy() {
-        return quote!(#private::Policy::NONE);
+        return None;
     }
     let nanos = |duration: std::time::Duration| {
         // Checked at parse time to fit in a u64.
@@ -211,13 +221,13 @@ fn policy(task: &TaskFn<'_>, private: Private) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
-    quote!(#private::Policy {
+    Some(quote!(#private::Policy {
         timeout: #timeout,
         retries: #retries,
         backoff: #private::Duration::from_nanos(#backoff),
         retry_on: #retry_on,
         limit: #limit,
-    })
+    }))
 }
 
 /// Whether a type contains `impl Trait` anywhere (such a type cannot be named in a

@@ -58,6 +58,11 @@ pub(super) fn expand(task: &TaskFn<'_>, shared: &Shared) -> TokenStream {
     let limit = Ident::new("__concurrency_limit", span);
     let entry = Ident::new("__CONCURRENCY_ENTRY", span);
     let fn_name = ident.to_string();
+    let parts = quote!(&#entry, (#(#idents,)*), (#body, #encode, #result.decoder()));
+    let constructor = match policy {
+        None => quote!(#private::Process::new(&#name, #parts)),
+        Some(policy) => quote!(#private::Process::with_policy(&#name, #policy, #parts)),
+    };
     quote! {
         #(#attrs)*
         #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret, #output> {
@@ -89,13 +94,7 @@ pub(super) fn expand(task: &TaskFn<'_>, shared: &Shared) -> TokenStream {
                 id: ::core::concat!(::core::module_path!(), "::", #fn_name, "@", ::core::line!(), ":", ::core::column!()),
                 run: #run,
             };
-            #private::Process::new(
-                #name,
-                #policy,
-                &#entry,
-                (#(#idents,)*),
-                (#body, #encode, #result.decoder()),
-            )
+            #constructor
         }
     }
 }

@@ -42,31 +42,32 @@ where
     F::Output: Send + 'static,
     O: OutputKind<F::Output>,
 {
-    /// Used by `#[io_task]`.
+    /// Used by `#[io_task]` for a task without options.
     #[inline]
-    pub fn new(name: &'static str, policy: Policy, future: F) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::once(future))
+    pub fn new(name: &'static &'static str, future: F) -> TaskValue<Self> {
+        TaskValue::plain(name, Self::of(Bodies::once(future)))
+    }
+
+    /// Used by `#[io_task(..)]` for a task with options.
+    pub fn with_policy(name: &'static &'static str, policy: Policy, future: F) -> TaskValue<Self> {
+        TaskValue::with(name, policy, Self::of(Bodies::once(future)))
     }
 
     /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's future.
     pub fn retrying(
-        name: &'static str,
+        name: &'static &'static str,
         policy: Policy,
         make: impl FnMut() -> F + Send + 'static,
     ) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::repeating(make))
+        TaskValue::with(name, policy, Self::of(Bodies::repeating(make)))
     }
 
     #[inline]
-    fn with_bodies(name: &'static str, policy: Policy, future: Bodies<F>) -> TaskValue<Self> {
-        TaskValue::with(
-            name,
-            policy,
-            AsyncIo {
-                future,
-                output: PhantomData,
-            },
-        )
+    fn of(future: Bodies<F>) -> Self {
+        AsyncIo {
+            future,
+            output: PhantomData,
+        }
     }
 }
 
@@ -114,15 +115,24 @@ where
 
     #[inline]
     fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
+        if let Some(supervisor) = task.supervisor() {
+            return (supervisor.start)(task, start);
+        }
+        Policied::Plain {
+            attempt: attempt(task.name, task.placement.future.into_first(), start),
+        }
+    }
+
+    fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running {
         let name = task.name;
         // What the group knew about the tokio context holds for its first poll; each
         // attempt of a task with options (a retry, polled later) looks again.
         let start = match start {
-            Start::InContext if !task.options.is_plain() => Start::Inline,
+            Start::InContext => Start::Inline,
             start => start,
         };
         // The permit of a `limit` is held while the future runs, then dropped.
-        policy::start(
+        policy::start_supervised(
             name,
             task.options,
             task.placement.future,
@@ -152,8 +162,20 @@ where
     }
 
     fn detach(task: TaskValue<Self>) -> Self::Detached {
+        if let Some(supervisor) = task.supervisor() {
+            return (supervisor.detach)(task);
+        }
         let name = task.name;
-        policy::start(
+        Policied::Plain {
+            attempt: Detached {
+                joined: spawn(name, task.placement.future.into_first()),
+            },
+        }
+    }
+
+    fn detach_supervised(task: TaskValue<Self>) -> Self::Detached {
+        let name = task.name;
+        policy::start_supervised(
             name,
             task.options,
             task.placement.future,
@@ -171,7 +193,7 @@ where
 
 /// Starts one attempt of an async task.
 #[inline]
-fn attempt<F>(name: &'static str, future: F, start: Start) -> AsyncRunning<F>
+fn attempt<F>(name: &'static &'static str, future: F, start: Start) -> AsyncRunning<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -184,8 +206,15 @@ where
                 has_context: (start == Start::InContext).then_some(true),
             },
         },
+        // Rare in a tuple group (a synchronous caller on a rayon thread or inside a
+        // tokio context): spawned boxed, so that tokio's task machinery is compiled
+        // once per output type rather than once per task (a collection's tasks, which
+        // are always spawned, are not boxed: see `detach`).
         Start::Spawned => AsyncRunning::Spawned {
-            joined: spawn(name, future),
+            joined: spawn(
+                name,
+                Box::pin(future) as Pin<Box<dyn Future<Output = F::Output> + Send>>,
+            ),
         },
     }
 }
@@ -196,7 +225,7 @@ where
 ///
 /// The spawned future is the body and nothing else (see [`InTask`]): tokio catches a
 /// panic, and the join handle, which knows the task's name, reports it.
-fn spawn<F>(name: &'static str, future: F) -> Joined<F::Output>
+fn spawn<F>(name: &'static &'static str, future: F) -> Joined<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,

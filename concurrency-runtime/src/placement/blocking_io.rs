@@ -35,29 +35,32 @@ where
     T: Send + 'static,
     O: OutputKind<T>,
 {
-    /// Used by `#[io_task]`.
-    pub fn new(name: &'static str, policy: Policy, body: F) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::once(body))
+    /// Used by `#[io_task]` for a task without options.
+    #[inline]
+    pub fn new(name: &'static &'static str, body: F) -> TaskValue<Self> {
+        TaskValue::plain(name, Self::of(Bodies::once(body)))
+    }
+
+    /// Used by `#[io_task(..)]` for a task with options.
+    pub fn with_policy(name: &'static &'static str, policy: Policy, body: F) -> TaskValue<Self> {
+        TaskValue::with(name, policy, Self::of(Bodies::once(body)))
     }
 
     /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's body.
     pub fn retrying(
-        name: &'static str,
+        name: &'static &'static str,
         policy: Policy,
         make: impl FnMut() -> F + Send + 'static,
     ) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::repeating(make))
+        TaskValue::with(name, policy, Self::of(Bodies::repeating(make)))
     }
 
-    fn with_bodies(name: &'static str, policy: Policy, body: Bodies<F>) -> TaskValue<Self> {
-        TaskValue::with(
-            name,
-            policy,
-            BlockingIo {
-                body,
-                output: PhantomData,
-            },
-        )
+    #[inline]
+    fn of(body: Bodies<F>) -> Self {
+        BlockingIo {
+            body,
+            output: PhantomData,
+        }
     }
 }
 
@@ -98,9 +101,22 @@ where
     type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::BlockingIo;
 
-    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
+    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
+        if let Some(supervisor) = task.supervisor() {
+            return (supervisor.start)(task, start);
+        }
+        Policied::Plain {
+            attempt: attempt(task.name, task.placement.body.into_first(), None),
+        }
+    }
+
+    fn detach(task: TaskValue<Self>) -> Self::Running {
+        Self::start(task, Start::Spawned)
+    }
+
+    fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
         let name = task.name;
-        policy::start(
+        policy::start_supervised(
             name,
             task.options,
             task.placement.body,
@@ -109,8 +125,8 @@ where
         )
     }
 
-    fn detach(task: TaskValue<Self>) -> Self::Running {
-        Self::start(task, Start::Spawned)
+    fn detach_supervised(task: TaskValue<Self>) -> Self::Running {
+        Self::start_supervised(task, Start::Spawned)
     }
 
     fn split(output: T) -> Result<O::Ok, BoxError> {
@@ -119,7 +135,7 @@ where
 }
 
 /// Starts one attempt of a blocking task on the blocking pool.
-fn attempt<F, T>(name: &'static str, body: F, permit: Option<Permit>) -> BlockingRunning<T>
+fn attempt<F, T>(name: &'static &'static str, body: F, permit: Option<Permit>) -> BlockingRunning<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,

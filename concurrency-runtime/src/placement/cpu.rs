@@ -38,29 +38,32 @@ where
     T: Send + 'static,
     O: OutputKind<T>,
 {
-    /// Used by `#[cpu_task]`.
-    pub fn new(name: &'static str, policy: Policy, body: F) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::once(body))
+    /// Used by `#[cpu_task]` for a task without options.
+    #[inline]
+    pub fn new(name: &'static &'static str, body: F) -> TaskValue<Self> {
+        TaskValue::plain(name, Self::of(Bodies::once(body)))
+    }
+
+    /// Used by `#[cpu_task(..)]` for a task with options.
+    pub fn with_policy(name: &'static &'static str, policy: Policy, body: F) -> TaskValue<Self> {
+        TaskValue::with(name, policy, Self::of(Bodies::once(body)))
     }
 
     /// Used by `#[cpu_task(retries = N)]`: `make` builds each attempt's body.
     pub fn retrying(
-        name: &'static str,
+        name: &'static &'static str,
         policy: Policy,
         make: impl FnMut() -> F + Send + 'static,
     ) -> TaskValue<Self> {
-        Self::with_bodies(name, policy, Bodies::repeating(make))
+        TaskValue::with(name, policy, Self::of(Bodies::repeating(make)))
     }
 
-    fn with_bodies(name: &'static str, policy: Policy, body: Bodies<F>) -> TaskValue<Self> {
-        TaskValue::with(
-            name,
-            policy,
-            Cpu {
-                body,
-                output: PhantomData,
-            },
-        )
+    #[inline]
+    fn of(body: Bodies<F>) -> Self {
+        Cpu {
+            body,
+            output: PhantomData,
+        }
     }
 }
 
@@ -100,12 +103,25 @@ where
     type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::Cpu;
 
-    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
+    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
+        if let Some(supervisor) = task.supervisor() {
+            return (supervisor.start)(task, start);
+        }
+        Policied::Plain {
+            attempt: attempt(task.name, task.placement.body.into_first(), None, true),
+        }
+    }
+
+    fn detach(task: TaskValue<Self>) -> Self::Running {
+        Self::start(task, Start::Spawned)
+    }
+
+    fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
         let name = task.name;
         // The thread that waits for a task with a deadline must watch the deadline,
         // not run the task's body itself.
         let helpable = task.options.timeout().is_none();
-        policy::start(
+        policy::start_supervised(
             name,
             task.options,
             task.placement.body,
@@ -114,8 +130,8 @@ where
         )
     }
 
-    fn detach(task: TaskValue<Self>) -> Self::Running {
-        Self::start(task, Start::Spawned)
+    fn detach_supervised(task: TaskValue<Self>) -> Self::Running {
+        Self::start_supervised(task, Start::Spawned)
     }
 
     fn batch<I: Send + 'static, E: Send + 'static>(
@@ -129,7 +145,7 @@ where
         Ok(cpu_batch::start(
             tasks
                 .into_iter()
-                .map(|task| (task.name, task.placement.body.into_first())),
+                .map(|task| (*task.name, task.placement.body.into_first())),
             finish,
         ))
     }

@@ -45,6 +45,14 @@ impl<R: Send + 'static> Placement for Invalid<R> {
         NeverRuns(PhantomData)
     }
 
+    fn start_supervised(_: TaskValue<Self>, _: Start) -> NeverRuns<R> {
+        NeverRuns(PhantomData)
+    }
+
+    fn detach_supervised(_: TaskValue<Self>) -> NeverRuns<R> {
+        NeverRuns(PhantomData)
+    }
+
     fn split(output: R) -> Result<R, BoxError> {
         Ok(output)
     }

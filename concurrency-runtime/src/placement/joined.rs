@@ -13,14 +13,15 @@ use crate::error::TaskError;
 /// blocking task that has not started yet never starts.
 pub(crate) struct Joined<T> {
     pub(crate) handle: AbortOnDrop<T>,
-    pub(crate) name: &'static str,
+    /// One pointer: a collection holds one of these per task.
+    pub(crate) name: &'static &'static str,
 }
 
 impl<T> Future for Joined<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let name = self.name;
+        let name = *self.name;
         Pin::new(&mut self.handle).poll(cx).map(|joined| {
             joined.map_err(|error| match error.try_into_panic() {
                 Ok(payload) => TaskError::panicked(name, payload),

@@ -50,26 +50,42 @@ where
     R: Send + 'static,
     O: OutputKind<R>,
 {
-    /// Used by `#[cpu_task(process)]`.
+    /// Used by `#[cpu_task(process)]` for a task without options.
+    #[inline]
     pub fn new(
-        name: &'static str,
+        name: &'static &'static str,
+        entry: &'static ProcessEntry,
+        args: A,
+        parts: ProcessParts<A, R>,
+    ) -> TaskValue<Self> {
+        TaskValue::plain(name, Self::of(entry, args, parts))
+    }
+
+    /// Used by `#[cpu_task(process, ..)]` for a task with options.
+    pub fn with_policy(
+        name: &'static &'static str,
         policy: Policy,
         entry: &'static ProcessEntry,
         args: A,
-        (body, encode_args, decode_result): ProcessParts<A, R>,
+        parts: ProcessParts<A, R>,
     ) -> TaskValue<Self> {
-        TaskValue::with(
-            name,
-            policy,
-            Process {
-                entry,
-                args,
-                body,
-                encode_args,
-                decode_result,
-                output: PhantomData,
-            },
-        )
+        TaskValue::with(name, policy, Self::of(entry, args, parts))
+    }
+
+    #[inline]
+    fn of(
+        entry: &'static ProcessEntry,
+        args: A,
+        (body, encode_args, decode_result): ProcessParts<A, R>,
+    ) -> Self {
+        Process {
+            entry,
+            args,
+            body,
+            encode_args,
+            decode_result,
+            output: PhantomData,
+        }
     }
 }
 
@@ -186,7 +202,25 @@ where
     type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::Process;
 
-    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
+    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
+        if let Some(supervisor) = task.supervisor() {
+            return (supervisor.start)(task, start);
+        }
+        let name = task.name;
+        let decode = task.placement.decode_result;
+        Policied::Plain {
+            attempt: match task.placement.request(name) {
+                Ok(frame) => attempt(name, frame, decode),
+                Err(error) => ProcessRunning::failed(name, error),
+            },
+        }
+    }
+
+    fn detach(task: TaskValue<Self>) -> Self::Running {
+        Self::start(task, Start::Spawned)
+    }
+
+    fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
         let name = task.name;
         let decode = task.placement.decode_result;
         let frame = match task.placement.request(name) {
@@ -203,7 +237,7 @@ where
         } else {
             Bodies::once(frame)
         };
-        policy::start(
+        policy::start_supervised(
             name,
             task.options,
             bodies,
@@ -212,8 +246,8 @@ where
         )
     }
 
-    fn detach(task: TaskValue<Self>) -> Self::Running {
-        Self::start(task, Start::Spawned)
+    fn detach_supervised(task: TaskValue<Self>) -> Self::Running {
+        Self::start_supervised(task, Start::Spawned)
     }
 
     fn run_here(task: TaskValue<Self>) -> Result<Result<R, TaskError>, TaskValue<Self>> {

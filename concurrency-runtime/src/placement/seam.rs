@@ -1,6 +1,7 @@
 //! The seam between the groups and the executors: the [`Placement`] trait, which each
 //! kind of task implements once, and [`TaskValue`], the one type of task values.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,7 +21,9 @@ pin_project_lite::pin_project! {
     /// [`ProcessTask`](crate::ProcessTask) name the four.
     #[must_use = "a task does nothing until it is awaited, `.run()`, or passed to `run_concurrently!`"]
     pub struct TaskValue<P> {
-        pub(crate) name: &'static str,
+        // One pointer, to the name (a `&'static str` is two words: a collection holds
+        // one task value per task).
+        pub(crate) name: &'static &'static str,
         pub(crate) options: Options,
         // Pinned only where a group polls an async task in place (see
         // `Placement::poll_in_place`); moved out by value everywhere else.
@@ -30,13 +33,58 @@ pin_project_lite::pin_project! {
 }
 
 impl<P> TaskValue<P> {
-    /// A task named `name` with the options of `policy`.
+    /// A task named `name` without options.
     #[inline]
-    pub(crate) fn with(name: &'static str, policy: Policy, placement: P) -> Self {
+    pub(crate) fn plain(name: &'static &'static str, placement: P) -> Self {
         TaskValue {
             name,
-            options: Options::new(policy),
+            options: Options::NONE,
             placement,
+        }
+    }
+}
+
+impl<P: Placement> TaskValue<P> {
+    /// A task named `name` with the options of `policy`.
+    pub(crate) fn with(name: &'static &'static str, policy: Policy, placement: P) -> Self {
+        TaskValue {
+            name,
+            options: Options::new(policy, supervisor::<P>()),
+            placement,
+        }
+    }
+
+    /// What starts this task's supervised attempts, if it has options.
+    #[inline]
+    pub(crate) fn supervisor(&self) -> Option<&'static Supervisor<P>> {
+        self.options.supervisor().map(|supervisor| {
+            supervisor
+                .downcast_ref::<Supervisor<P>>()
+                // Options of a `TaskValue<P>` are only ever made with `supervisor::<P>()`.
+                .expect("a task's supervisor is its own placement's")
+        })
+    }
+
+    /// Sets the deadline of each attempt (see `Task::with_timeout`).
+    pub(crate) fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.options.set_timeout(timeout, supervisor::<P>());
+    }
+}
+
+/// What starts a task with options: its placement's supervised start, through a
+/// pointer, so that only the tasks that get options compile it (a direct call in
+/// `Placement::start` would compile the supervision for every task of a crate).
+pub(crate) struct Supervisor<P: Placement> {
+    pub(crate) start: fn(TaskValue<P>, Start) -> P::Running,
+    pub(crate) detach: fn(TaskValue<P>) -> P::Detached,
+}
+
+/// The supervisor of placement `P`, for its tasks' options.
+fn supervisor<P: Placement>() -> &'static (dyn Any + Send + Sync) {
+    const {
+        &Supervisor::<P> {
+            start: P::start_supervised,
+            detach: P::detach_supervised,
         }
     }
 }
@@ -122,6 +170,13 @@ pub trait Placement: Send + Sized + 'static {
 
     /// Starts the task on its own (an async task as its own tokio task).
     fn detach(task: TaskValue<Self>) -> Self::Detached;
+
+    /// Starts a task with options: the supervision of its attempts (see
+    /// [`Supervisor`]: `start` and `detach` call it through `TaskValue::supervisor`).
+    fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running;
+
+    /// `detach` for a task with options.
+    fn detach_supervised(task: TaskValue<Self>) -> Self::Detached;
 
     /// Whether a group polls this task in place, as part of the group's own future,
     /// rather than starting it (a plain async task, polled like `tokio::join!` polls

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::policy::{Attempted, Named, Policy};
+use crate::policy::{Attempted, Named};
 use crate::sync::lock;
 
 /// What a probe saw.
@@ -46,9 +46,8 @@ pub(crate) struct Probe {
 impl Probe {
     /// A probe's task: in place or started, ready after `polls` polls.
     pub(crate) fn task(seen: &Arc<Seen>, polls: usize, in_place: bool) -> TaskValue<Probe> {
-        TaskValue::with(
-            "probe",
-            Policy::NONE,
+        TaskValue::plain(
+            &"probe",
             Probe {
                 seen: Arc::clone(seen),
                 polls: AtomicUsize::new(polls),
@@ -134,6 +133,15 @@ impl Placement for Probe {
     }
 
     fn detach(task: TaskValue<Self>) -> ProbeRunning {
+        Self::start(task, Start::Spawned)
+    }
+
+    // A probe has no options.
+    fn start_supervised(task: TaskValue<Self>, start: Start) -> ProbeRunning {
+        Self::start(task, start)
+    }
+
+    fn detach_supervised(task: TaskValue<Self>) -> ProbeRunning {
         Self::start(task, Start::Spawned)
     }
 

@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
@@ -38,6 +38,20 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    // The wait itself is compiled once, not once per call site: it polls the group
+    // behind a `dyn Future` that leaves the output here.
+    let mut output = None;
+    {
+        let group = pin!(async {
+            output = Some(group.await);
+        });
+        wait_on(kinds, group);
+    }
+    output.unwrap_or_else(|| unreachable!("a group's wait returns once the group is done"))
+}
+
+/// `block_on_group`, for any group.
+fn wait_on(kinds: Kinds, group: Pin<&mut (dyn Future<Output = ()> + Send + '_)>) {
     let on_rayon = rayon::current_thread_index().is_some();
     let Kinds {
         any_async,

@@ -13,7 +13,9 @@ use super::{WakerCell, lock};
 
 /// The wake-ups of a collection's tasks since its last poll.
 pub(crate) struct Woken {
-    ready: Mutex<Vec<usize>>,
+    /// Indices as `u32`: half the memory of a `usize` list, for collections of up to
+    /// 2^32 - 1 tasks (see `Woken::new`).
+    ready: Mutex<Vec<u32>>,
     group: WakerCell,
     slots: Box<[Slot]>,
 }
@@ -33,9 +35,20 @@ unsafe impl Sync for Slot {}
 
 impl Woken {
     /// The record for `count` tasks, all initially woken (so each is polled once).
+    ///
+    /// # Panics
+    ///
+    /// If `count` does not fit in a `u32` (a collection of more than 4 billion tasks:
+    /// 100 GiB of task slots), like `Vec` at a capacity overflow.
     pub(crate) fn new(count: usize) -> Arc<Woken> {
+        let Ok(last) = u32::try_from(count) else {
+            panic!(
+                "a collection of {count} tasks: at most {} are supported",
+                u32::MAX
+            );
+        };
         Arc::new_cyclic(|weak| Woken {
-            ready: Mutex::new((0..count).collect()),
+            ready: Mutex::new((0..last).collect()),
             group: WakerCell::default(),
             slots: (0..count)
                 .map(|_| Slot {
@@ -62,18 +75,19 @@ impl Woken {
         self.group.register(waker);
     }
 
-    pub(crate) fn put_back(&self, indices: &[usize]) {
+    pub(crate) fn put_back(&self, indices: &[u32]) {
         lock(&self.ready).extend_from_slice(indices);
     }
 
     /// Moves the woken indices into `into` (emptied first).
-    pub(crate) fn take_ready(&self, into: &mut Vec<usize>) {
+    pub(crate) fn take_ready(&self, into: &mut Vec<u32>) {
         into.clear();
         std::mem::swap(&mut *lock(&self.ready), into);
     }
 
     fn wake(&self, index: usize) {
-        lock(&self.ready).push(index);
+        // `new` made sure every index fits.
+        lock(&self.ready).push(index as u32);
         self.group.wake();
     }
 }

@@ -115,36 +115,9 @@ impl WorkerHandle {
         sys::send_vectored(self.channel.as_fd(), slices)
     }
 
-    /// Reads what the worker sent so far: its wake-ups on the channel, then its
-    /// answers from the ring (in that order: a worker that ended published every
-    /// answer before). `Ok(false)` at end of file (the worker is gone or closed the
-    /// channel), `Ok(true)` otherwise; an error if the worker broke its ring.
-    /// The channel is read only when `channel_ready` (a `poll` saw it readable): the
-    /// answers in the ring need no system call.
+    /// Reads what the worker sent so far: see [`read_answers`].
     pub(crate) fn read(&mut self, channel_ready: bool) -> io::Result<bool> {
-        let mut alive = true;
-        let mut wake_ups = [0u8; 64];
-        if channel_ready {
-            loop {
-                match (&self.channel).read(&mut wake_ups) {
-                    Ok(0) => {
-                        alive = false;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        loop {
-            match self.input.fill(&mut RingReader(&self.answers)) {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(alive),
-                Err(error) => return Err(error),
-            }
-        }
+        read_answers(&self.channel, &self.answers, &mut self.input, channel_ready)
     }
 
     /// Whether answers wait in the ring (no system call).
@@ -225,6 +198,51 @@ impl WorkerHandle {
     }
 }
 
+/// Reads what a worker sent so far into `input`: its wake-ups on `channel`, then its
+/// answers from `ring` (in that order: a worker that ended published every answer
+/// before). `Ok(false)` once the channel ended (the worker is gone or closed it),
+/// `Ok(true)` otherwise; an error only if the worker broke its ring. The channel is
+/// read only when `channel_ready` (a `poll` saw it readable): the answers in the ring
+/// need no system call.
+///
+/// A channel that fails to read (a worker that died with requests unread in its end
+/// makes the kernel report `ECONNRESET`, not the end of file) ended too: the ring is
+/// still read to its end, so that every answer the worker published before it died
+/// is delivered and only the task it was running is blamed.
+fn read_answers(
+    channel: &UnixStream,
+    ring: &AnswerRing,
+    input: &mut FrameBuffer,
+    channel_ready: bool,
+) -> io::Result<bool> {
+    let mut alive = true;
+    let mut wake_ups = [0u8; 64];
+    if channel_ready {
+        loop {
+            match (&*channel).read(&mut wake_ups) {
+                Ok(0) => {
+                    alive = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+    }
+    loop {
+        match input.fill(&mut RingReader(ring)) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(alive),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// How long a waiting thread polls for its worker's answer before it sleeps: a
 /// trivial task answers within microseconds, while putting a thread to sleep and
 /// waking it costs 10-25 µs on a small VM.
@@ -279,5 +297,52 @@ pub(crate) fn outcome<'a>(
             name,
             format!("unknown response status {other}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    /// A channel whose worker end is closed with a request unread in it.
+    fn channel_of_a_worker_that_died() -> UnixStream {
+        let (parent, worker) = UnixStream::pair().expect("pair");
+        parent.set_nonblocking(true).expect("non-blocking");
+        (&parent).write_all(b"unread request").expect("send");
+        drop(worker);
+        parent
+    }
+
+    #[test]
+    fn a_worker_that_dies_with_requests_unread_still_has_its_published_answers_read() {
+        // What the kernel reports for such a channel: a reset, not the end of file
+        // (so the case below is the one a dying worker produces).
+        let probe = channel_of_a_worker_that_died();
+        let reset = (&probe).read(&mut [0u8; 1]).expect_err("reset");
+        assert_eq!(reset.kind(), io::ErrorKind::ConnectionReset);
+
+        let (ring, fd) = AnswerRing::create().expect("ring");
+        let worker_ring = AnswerRing::map(fd.as_fd()).expect("map");
+        for id in [1u64, 2] {
+            let mut response = Vec::new();
+            protocol::begin_response(&mut response);
+            protocol::finish_response(&mut response, id, protocol::OK);
+            assert_eq!(worker_ring.publish(&response), response.len());
+        }
+        let channel = channel_of_a_worker_that_died();
+        let mut input = FrameBuffer::default();
+        let alive = read_answers(&channel, &ring, &mut input, true).expect("read");
+        assert!(!alive, "the channel ended");
+        let mut ids = Vec::new();
+        while let Some(frame) = input.next_frame(1 << 20).expect("frame") {
+            ids.push(protocol::parse_response(frame).expect("response").id);
+        }
+        assert_eq!(
+            ids,
+            [1, 2],
+            "every answer published before the death is read"
+        );
     }
 }
