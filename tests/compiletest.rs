@@ -4,7 +4,7 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    for folder in ["cpu_task", "io_task", "options", "run_concurrently"] {
+    for folder in ["cpu_task", "dag", "io_task", "options", "run_concurrently"] {
         cases.compile_fail(format!("ui/{folder}/*.rs"));
     }
     if cfg!(feature = "process") {

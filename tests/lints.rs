@@ -39,3 +39,22 @@ fn one_line_tasks_compile_without_warnings_and_run() {
     let (x, y) = runtime.block_on(async { run_concurrently!(async; fetch(1), download(1)).await });
     assert_eq!((x, y), (2, 3));
 }
+
+#[rustfmt::skip]
+#[test]
+fn dag_forms_compile_without_warnings_and_run() {
+    let offset = 1;
+    let (a, c) = run_concurrently!(dag { let a = fetch(offset); let b = crunch(a); let c = download(a); let _d = isolated(b); (a, c) });
+    assert_eq!((a, c), (2, 4));
+    let only = run_concurrently!(dag { let x = fetch(0); x });
+    assert_eq!(only, 1);
+    assert_eq!(run_concurrently!(try; dag { let n = parse("7".into()); let m = crunch(n); m }).ok(), Some(10));
+    let (bad, after) = run_concurrently!(all; dag { let bad = boom(); let after = crunch(bad); (bad, after) });
+    assert!(bad.is_err() && after.is_err());
+    let each = run_concurrently!(dag { let xs = for (0..3).map(crunch); let total = download(xs.len() as u64); (xs, total) });
+    assert_eq!(each, (vec![3, 4, 5], 5));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let y = runtime.block_on(async { run_concurrently!(async; dag { let x = fetch(1); let y = download(x); y }).await });
+    assert_eq!(y, 4);
+    run_concurrently!(dag { let _n = nothing(); });
+}

@@ -5,6 +5,7 @@
 //! ```text
 //! run_concurrently!( [MODIFIER, ... ;] CALL, CALL, ... [,] )
 //! run_concurrently!( [MODIFIER, ... ;] for ITERATOR )
+//! run_concurrently!( [MODIFIER, ... ;] dag { ... } )   (see `dag/`)
 //! MODIFIER := async | try | all
 //! ```
 //!
@@ -72,13 +73,22 @@ enum Body {
     Calls(Vec<Expr>),
     /// `for iter`: every task the iterator yields, results as a `Vec`.
     Each { for_token: Token![for], iter: Expr },
+    /// `dag { ... }`: tasks that use each other's results.
+    Dag(crate::dag::Dag),
+}
+
+/// The body, checked.
+enum CheckedBody {
+    Calls(Vec<Expr>),
+    Each { for_token: Token![for], iter: Expr },
+    Dag(crate::dag::Graph),
 }
 
 /// Checked form, ready to expand.
 pub(crate) struct Checked {
     is_async: bool,
     mode: Mode,
-    body: Body,
+    body: CheckedBody,
 }
 
 pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Invocation> {
@@ -108,6 +118,19 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Invocation> {
             return Err(input.error(format!(
                 "run_concurrently! needs at least one task; {USAGE}"
             )));
+        }
+        if input.peek(Ident)
+            && input.peek2(syn::token::Brace)
+            && input.fork().parse::<Ident>()? == "dag"
+        {
+            let keyword: Ident = input.parse()?;
+            let content;
+            syn::braced!(content in input);
+            let body: TokenStream = content.parse()?;
+            if input.peek(Token![,]) {
+                input.parse::<Token![,]>()?;
+            }
+            return Ok(Body::Dag(crate::dag::parse(keyword.span(), body)?));
         }
         if input.peek(Token![for]) {
             let for_token = input.parse()?;
@@ -189,28 +212,39 @@ impl Invocation {
                 None => mode = Some((chosen, modifier)),
             }
         }
-        if let Body::Calls(calls) = &self.body {
-            for call in calls {
-                if !is_call(call) {
-                    errors.spanned(
-                        call,
-                        "expected a call to a task function, e.g. `fetch(1)`\n\
-                         help: run_concurrently! starts each argument as a task; annotate the \
-                         function with #[io_task] or #[cpu_task] and call it here",
-                    );
+        let mode = mode.map_or(Mode::Values, |(mode, _)| mode);
+        let body = match self.body {
+            Body::Calls(calls) => {
+                for call in &calls {
+                    if !is_call(call) {
+                        errors.spanned(
+                            call,
+                            "expected a call to a task function, e.g. `fetch(1)`\n\
+                             help: run_concurrently! starts each argument as a task; annotate the \
+                             function with #[io_task] or #[cpu_task] and call it here",
+                        );
+                    }
                 }
+                Some(CheckedBody::Calls(calls))
             }
-        }
+            Body::Each { for_token, iter } => Some(CheckedBody::Each { for_token, iter }),
+            Body::Dag(dag) => dag
+                .validate(mode == Mode::CollectAll, &mut errors)
+                .map(CheckedBody::Dag),
+        };
         errors.finish()?;
+        let Some(body) = body else {
+            unreachable!("a body that failed its checks reported an error")
+        };
         Ok(Checked {
             is_async,
-            mode: mode.map_or(Mode::Values, |(mode, _)| mode),
-            body: self.body,
+            mode,
+            body,
         })
     }
 }
 
-fn is_call(expr: &Expr) -> bool {
+pub(crate) fn is_call(expr: &Expr) -> bool {
     match expr {
         Expr::Call(_) | Expr::MethodCall(_) => true,
         Expr::Group(group) => is_call(&group.expr),
@@ -223,8 +257,17 @@ impl Checked {
     pub(crate) fn expand(&self) -> TokenStream {
         let private = Private(Span::call_site());
         match &self.body {
-            Body::Calls(calls) => self.expand_calls(private, calls),
-            Body::Each { for_token, iter } => self.expand_each(for_token, iter),
+            CheckedBody::Calls(calls) => self.expand_calls(private, calls),
+            CheckedBody::Each { for_token, iter } => self.expand_each(for_token, iter),
+            CheckedBody::Dag(graph) => {
+                let mode = self.mode;
+                let form = crate::dag::Form {
+                    marker: Box::new(move |at| mode.marker(Private(at))),
+                    collect_all: self.mode == Mode::CollectAll,
+                    is_async: self.is_async,
+                };
+                graph.expand(&form, |outcome| self.mode.finish(private, outcome))
+            }
         }
     }
 

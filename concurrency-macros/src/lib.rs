@@ -11,6 +11,7 @@
 mod ast;
 mod attr;
 mod concurrently;
+mod dag;
 mod errors;
 mod expand;
 mod private;

@@ -99,6 +99,16 @@ pub enum TaskErrorKind {
         /// What went wrong.
         message: String,
     },
+    /// The task did not run: it is a node of `run_concurrently!(all; dag { ... })`
+    /// whose input failed. `node` and `task` name the root cause: the first node on
+    /// the way that failed (its binding, and its task's name), however many nodes
+    /// lie between.
+    Upstream {
+        /// The binding of the node that failed.
+        node: &'static str,
+        /// That node's task.
+        task: &'static str,
+    },
 }
 
 /// The step of a process task's round trip at which (de)serialization failed.
@@ -204,6 +214,10 @@ impl TaskError {
     }
 
     /// This error, with the failures of the earlier attempts (oldest first).
+    pub(crate) fn upstream(task: &'static str, node: &'static str, root: &'static str) -> Self {
+        TaskError::new(task, TaskErrorKind::Upstream { node, task: root })
+    }
+
     pub(crate) fn with_attempts(mut self, attempts: Vec<TaskError>) -> Self {
         self.inner.attempts = attempts;
         self
@@ -346,6 +360,11 @@ impl TaskError {
                     self.inner.task
                 )
             }
+            TaskErrorKind::Upstream { node, task } => write!(
+                f,
+                "task `{}` did not run: its input `{node}` (task `{task}`) failed",
+                self.inner.task
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Used by the code the macros generate. Not public API: anything here may change in
 //! any release (the macro crate is pinned with `=`).
 
+pub use crate::group::dag;
 pub use crate::group::{
     Child, CollectAll, Cons, End, FailFast, Group, Values, run_all, settled, value,
 };

@@ -5,13 +5,15 @@
 //! - `child`: one task of a tuple group;
 //! - `tuple`: the tuple form (a list of children in the group's own future);
 //! - `collection`: the `for` form (spawned tasks, or one batch of cpu tasks);
-//! - `one`: a single task run synchronously (`task.run()`).
+//! - `one`: a single task run synchronously (`task.run()`);
+//! - `dag`: the `dag { ... }` form (nodes started as their inputs are ready).
 //!
 //! A new form (a dependency graph, a stream) is a module here over `Child` and the
 //! modes.
 
 mod child;
 mod collection;
+pub mod dag;
 mod mode;
 mod one;
 mod tuple;

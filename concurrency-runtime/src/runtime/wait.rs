@@ -35,8 +35,8 @@ use crate::kind::TaskKind;
 ///   thread took yet, then parks.
 pub fn block_on_group<F>(kinds: Kinds, group: F) -> F::Output
 where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
+    F: Future + Send,
+    F::Output: Send,
 {
     // The wait itself is compiled once, not once per call site: it polls the group
     // behind a `dyn Future` that leaves the output here.
@@ -91,6 +91,13 @@ impl Kinds {
         any_async: false,
         any_cpu: false,
         all_cpu: true,
+    };
+
+    /// Any kind of task (a form whose tasks are not known before it runs: `dag`).
+    pub const ANY: Kinds = Kinds {
+        any_async: true,
+        any_cpu: true,
+        all_cpu: false,
     };
 
     /// Whether every task is a cpu task that a waiting rayon thread could run itself.

@@ -1,0 +1,5 @@
+use concurrency_runtime::run_concurrently;
+
+fn main() {
+    let () = run_concurrently!(dag {});
+}
