@@ -529,3 +529,132 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+// ---- pipelines ---------------------------------------------------------------------
+
+/// How many items of the first stage may finish (items at or below it).
+static TURN: Signal = Signal {
+    raised: Mutex::new(false),
+    changed: Condvar::new(),
+};
+
+/// First stage: item 0 goes at once; the others wait until item 0 of the second stage
+/// has finished (or give up after 20 s and say so).
+#[io_task]
+fn first_stage(index: u64) -> (u64, bool) {
+    if index == 0 {
+        return (0, true);
+    }
+    let turn = TURN
+        .raised
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (turn, _) = TURN
+        .changed
+        .wait_timeout_while(turn, Duration::from_secs(20), |turn| !*turn)
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    (index, *turn)
+}
+
+/// Second stage: item 0 lets the rest of the first stage go.
+#[cpu_task]
+fn second_stage(item: (u64, bool)) -> (u64, bool) {
+    if item.0 == 0 {
+        *TURN
+            .raised
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        TURN.changed.notify_all();
+    }
+    (item.0 * 10, item.1)
+}
+
+#[test]
+fn a_pipelined_stage_starts_item_i_as_soon_as_item_i_of_the_stage_before_is_ready() {
+    let _serial = serial();
+    let results = watchdog(|| {
+        run_concurrently!(dag {
+            let firsts = for (0..4u64).map(first_stage);
+            let seconds = for firsts.into_iter().map(second_stage);
+            let thirds = for seconds.into_iter().map(|item: (u64, bool)| quick(item.0));
+            thirds
+        })
+    });
+    // Items 1-3 of the first stage waited for item 0 of the second: only a pipeline
+    // lets it run before the whole first stage has finished.
+    assert_eq!(results, vec![1, 11, 21, 31]);
+    let flags = watchdog(|| {
+        *TURN
+            .raised
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
+        run_concurrently!(dag {
+            let firsts = for (0..4u64).map(first_stage);
+            let seconds = for firsts.into_iter().map(second_stage);
+            seconds
+        })
+    });
+    assert_eq!(
+        flags,
+        [(0, true), (10, true), (20, true), (30, true)],
+        "no item of the first stage gave up waiting"
+    );
+}
+
+#[test]
+fn in_all_a_failed_item_fails_only_its_counterpart_downstream() {
+    let outcomes = watchdog(|| {
+        run_concurrently!(all; dag {
+            let firsts = for (0..3u64).map(|n| boom(u64::from(n == 1)));
+            let seconds = for firsts.into_iter().map(quick);
+            seconds
+        })
+    });
+    let outcomes = outcomes.expect("the stage itself runs");
+    assert_eq!(outcomes[0].as_ref().ok(), Some(&1));
+    assert_eq!(outcomes[2].as_ref().ok(), Some(&1));
+    let failed = outcomes[1].as_ref().expect_err("item 1 failed upstream");
+    match failed.kind() {
+        TaskErrorKind::Upstream { node, task } => assert_eq!((*node, *task), ("firsts", "boom")),
+        other => panic!("expected an upstream failure, got {other:?}"),
+    }
+}
+
+// ---- the graph ---------------------------------------------------------------------
+
+#[test]
+fn describe_gives_the_graph_as_dot_without_running_anything() {
+    let _serial = serial();
+    ORDER.take();
+    let url = 3;
+    let dot: String = run_concurrently!(describe; dag {
+        let page = fetch(url);
+        let words = count_words(page);
+        let stored = store(page);
+        let pieces = for (0..2u64).map(page_of);
+        let sum = step_cpu("sum", words.0 as u64, stored.0 as u64);
+        (sum, pieces)
+    });
+    assert!(ORDER.take().is_empty(), "nothing ran");
+    for line in [
+        "n0 [label=\"page = fetch(..)\\ntokio async task\"];",
+        "n1 [label=\"words = count_words(..)\\nrayon pool\"];",
+        "n2 [label=\"stored = store(..)\\ntokio blocking thread\"];",
+        "n3 [label=\"pieces = for .. page_of\\ntokio async task\", peripheries=2];",
+        "n4 [label=\"sum = step_cpu(..)\\nrayon pool\"];",
+        "n0 -> n1;",
+        "n0 -> n2;",
+        "n1 -> n4;",
+        "n2 -> n4;",
+        "n4 -> value;",
+        "n3 -> value;",
+    ] {
+        assert!(dot.contains(line), "`{line}` missing from:\n{dot}");
+    }
+    assert!(
+        dot.starts_with("digraph dag {") && dot.ends_with("}\n"),
+        "{dot}"
+    );
+    assert_eq!(dot.matches("->").count(), 6, "{dot}");
+    let _ = url;
+}

@@ -6,7 +6,7 @@
 //! run_concurrently!( [MODIFIER, ... ;] CALL, CALL, ... [,] )
 //! run_concurrently!( [MODIFIER, ... ;] for ITERATOR )
 //! run_concurrently!( [MODIFIER, ... ;] dag { ... } )   (see `dag/`)
-//! MODIFIER := async | try | all
+//! MODIFIER := async | try | all | describe   (`describe`: a dag's graph as DOT text)
 //! ```
 //!
 //! `try` and `all` choose how failures are reported (see [`Mode`]); `async` makes
@@ -24,7 +24,7 @@ use crate::attr::did_you_mean;
 use crate::errors::Errors;
 use crate::private::Private;
 
-const MODIFIERS: &[&str] = &["async", "try", "all"];
+const MODIFIERS: &[&str] = &["async", "try", "all", "describe"];
 
 /// How a group reports failures.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,8 @@ enum CheckedBody {
 /// Checked form, ready to expand.
 pub(crate) struct Checked {
     is_async: bool,
+    /// `describe;`: the dag's graph as text, nothing run.
+    describe: bool,
     mode: Mode,
     body: CheckedBody,
 }
@@ -173,6 +175,7 @@ impl Invocation {
     pub(crate) fn validate(self) -> syn::Result<Checked> {
         let mut errors = Errors::default();
         let mut is_async = false;
+        let mut describe: Option<&Ident> = None;
         let mut mode: Option<(Mode, &Ident)> = None;
         for modifier in &self.modifiers {
             let text = modifier.unraw().to_string();
@@ -185,6 +188,10 @@ impl Invocation {
                     is_async = true;
                     continue;
                 }
+                "describe" => {
+                    describe = Some(modifier);
+                    continue;
+                }
                 "try" => Mode::FailFast,
                 "all" => Mode::CollectAll,
                 _ => {
@@ -192,7 +199,7 @@ impl Invocation {
                     if let Some(near) = did_you_mean(&text, MODIFIERS) {
                         message.push_str(&format!("; did you mean `{near}`?"));
                     }
-                    message.push_str("\nvalid modifiers: `async`, `try`, `all`");
+                    message.push_str("\nvalid modifiers: `async`, `try`, `all`, `describe`");
                     errors.spanned(modifier, message);
                     continue;
                 }
@@ -210,6 +217,20 @@ impl Invocation {
                     ),
                 ),
                 None => mode = Some((chosen, modifier)),
+            }
+        }
+        if let Some(describe) = describe {
+            if !matches!(self.body, Body::Dag(_)) {
+                errors.spanned(
+                    describe,
+                    "`describe` draws the graph of a `dag { ... }` without running it; this \
+                     invocation has no dag",
+                );
+            } else if self.modifiers.len() > 1 {
+                errors.spanned(
+                    describe,
+                    "`describe` draws the graph without running it: it takes no other modifier",
+                );
             }
         }
         let mode = mode.map_or(Mode::Values, |(mode, _)| mode);
@@ -238,6 +259,7 @@ impl Invocation {
         };
         Ok(Checked {
             is_async,
+            describe: describe.is_some(),
             mode,
             body,
         })
@@ -259,6 +281,7 @@ impl Checked {
         match &self.body {
             CheckedBody::Calls(calls) => self.expand_calls(private, calls),
             CheckedBody::Each { for_token, iter } => self.expand_each(for_token, iter),
+            CheckedBody::Dag(graph) if self.describe => graph.describe(),
             CheckedBody::Dag(graph) => {
                 let mode = self.mode;
                 let form = crate::dag::Form {

@@ -210,6 +210,8 @@ pub use concurrency_macros::cpu_task;
 /// | `run_concurrently!(async; a(1), b(2), ...)` | a future of that tuple, for async code |
 /// | `run_concurrently!(for iter)` | a `Vec` of every task's value, in input order |
 /// | `run_concurrently!(async; for iter)` | a future of that `Vec` |
+/// | `run_concurrently!(dag { let a = f(x); let b = g(a); .. (a, b) })` | the final expression: tasks that use each other's results (see below) |
+/// | `run_concurrently!(describe; dag { .. })` | the dag's graph as Graphviz DOT text; nothing runs |
 ///
 /// Each argument must be a call to an `#[io_task]` or `#[cpu_task]` function (or a
 /// method call returning such a task); the calls are evaluated in order, at the
@@ -294,6 +296,62 @@ pub use concurrency_macros::cpu_task;
 /// let sizes = run_concurrently!(async; for (1..4).map(|n| crunch(n))).await;
 /// assert_eq!(sizes, [2, 4, 6]);
 /// # });
+/// ```
+///
+/// # Dependency graphs: `dag { ... }`
+///
+/// Each `let NAME = CALL;` is a node: a call of a task function whose arguments may
+/// name the bindings above it (its inputs) and any outer variable. A node starts the
+/// moment its inputs are ready, on the executor its function names, and never waits
+/// for a node it does not use; the final expression (a binding or a tuple of them,
+/// `()` if there is none) is the form's value. A binding used by several nodes is
+/// cloned for all but the last of them (so it must be `Clone`: share large values as
+/// an `Arc`). `let xs = for ITERATOR;` is a collection node (a `Vec`, in order), and
+/// `let ys = for xs.into_iter().map(f);` over a collection that nothing else uses is
+/// a pipelined stage: its task `i` starts as soon as item `i` of `xs` is ready.
+/// Every node runs, used or not. The modes work as above; in `all;`, a node whose
+/// input failed does not run and reports
+/// [`TaskErrorKind::Upstream`](crate::TaskErrorKind::Upstream) naming the node that
+/// failed, and the final expression gets each binding's `Result`.
+///
+/// ```
+/// use concurrency_runtime::{cpu_task, io_task, run_concurrently};
+///
+/// #[io_task]
+/// async fn fetch(page: u32) -> String {
+///     format!("page {page} says hello world")
+/// }
+///
+/// #[cpu_task]
+/// fn count_words(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// #[io_task]
+/// fn store(text: String) -> usize {
+///     text.len()
+/// }
+///
+/// #[cpu_task]
+/// fn summarize(words: usize, stored: usize) -> String {
+///     format!("{words} words, {stored} bytes")
+/// }
+///
+/// let (summary, words) = run_concurrently!(dag {
+///     let text = fetch(7);                   // async, first
+///     let words = count_words(text);         // rayon, once `text` is ready
+///     let stored = store(text);              // a blocking thread, at the same time
+///     let summary = summarize(words, stored);
+///     (summary, words)
+/// });
+/// assert_eq!((summary.as_str(), words), ("5 words, 23 bytes", 5));
+///
+/// let dot: String = run_concurrently!(describe; dag {
+///     let text = fetch(7);
+///     let words = count_words(text);
+///     words
+/// });
+/// assert!(dot.contains("n0 -> n1;"));
 /// ```
 #[doc(inline)]
 pub use concurrency_macros::run_concurrently;

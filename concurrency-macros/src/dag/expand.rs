@@ -30,8 +30,8 @@ impl Graph {
         let private = Private(Span::call_site());
         let site = Span::mixed_site();
         let make = |index: usize| format_ident!("__dag_make{}", index, span = site);
-        let ty = |index: usize| format_ident!("__dag_type{}", index, span = site);
-        let node = |index: usize| format_ident!("__dag_node{}", index, span = site);
+        let type_of = |index: usize| format_ident!("__dag_type{}", index, span = site);
+        let node_of = |index: usize| format_ident!("__dag_node{}", index, span = site);
         let slot = |index: usize| slot_name(index, site);
         let share = |index: usize| format_ident!("__DagShare{}", index, span = site);
         let cx = Ident::new("__dag_cx", site);
@@ -42,7 +42,7 @@ impl Graph {
         // as nested pairs.
         let input_types = |inputs: &[usize], outcome: bool| {
             inputs.iter().rev().fold(quote!(()), |rest, &input| {
-                let ty = ty(input);
+                let ty = type_of(input);
                 if outcome {
                     quote!((#private::dag::outcome_of(#ty), #rest))
                 } else {
@@ -89,48 +89,103 @@ impl Graph {
         let mut inside = TokenStream::new();
         let mut steps = TokenStream::new();
         for (index, current) in self.nodes.iter().enumerate() {
-            let (make, ty, node, slot) = (make(index), ty(index), node(index), slot(index));
+            let (make, ty, node, slot) = (make(index), type_of(index), node_of(index), slot(index));
             let expr = &current.expr;
             let at = current.at;
             // Everything that names the node's types is at its call: a call that is not
             // a task is then reported once, there.
             let (private, marker) = (Private(at), (form.marker)(at));
-            let types = input_types(&current.inputs, false);
-            let pattern = input_pattern(&current.inputs);
             let users = current.users.len() as u32;
-            let (value_of, node_for) = match current.kind {
-                NodeKind::Task => (quote!(value_of), quote!(node_for)),
-                NodeKind::Each => (quote!(collection_value_of), quote!(collection_for)),
+            // A stage's maker makes its function from its other inputs; the items come
+            // from its source one by one.
+            let (source, own_inputs): (Option<usize>, Vec<usize>) = match &current.kind {
+                NodeKind::Stage { source, .. } => (
+                    Some(*source),
+                    current
+                        .inputs
+                        .iter()
+                        .copied()
+                        .filter(|input| input != source)
+                        .collect(),
+                ),
+                _ => (None, current.inputs.clone()),
             };
-            let body = match current.kind {
+            let types = input_types(&own_inputs, false);
+            let pattern = input_pattern(&own_inputs);
+            let (value_of, node_for) = match &current.kind {
+                NodeKind::Task => (quote!(value_of), quote!(node_for)),
+                NodeKind::Each { streams: false } => {
+                    (quote!(collection_value_of), quote!(collection_for))
+                }
+                NodeKind::Each { streams: true } => {
+                    (quote!(collection_value_of), quote!(stream_for))
+                }
+                NodeKind::Stage { .. } => (quote!(stage_value_of), quote!(stage_for)),
+            };
+            let wildcards = match &current.kind {
+                NodeKind::Stage { .. } => quote_spanned!(at=> _, _, _, _, _),
+                _ => quote_spanned!(at=> _, _, _),
+            };
+            let body = match &current.kind {
                 NodeKind::Task => quote!(#expr),
-                NodeKind::Each => quote_spanned!(at=> #private::collect_tasks(#expr)),
+                NodeKind::Each { .. } => quote_spanned!(at=> #private::collect_tasks(#expr)),
+                NodeKind::Stage {
+                    source, function, ..
+                } => {
+                    let items = type_of(*source);
+                    let item = if form.collect_all {
+                        quote!(#private::dag::success_of(#private::dag::element_of(#items)))
+                    } else {
+                        quote!(#private::dag::element_of(#items))
+                    };
+                    quote_spanned!(at=> #private::dag::stage_fn(#item, #function))
+                }
             };
             outside.extend(quote! {
                 let #make = #private::dag::maker(#types, |#pattern| #body);
             });
             outside.extend(quote_spanned! {at=>
-                let #ty = #private::dag::#value_of::<#marker, _, _, _>(&#make);
+                let #ty = #private::dag::#value_of::<#marker, #wildcards>(&#make);
             });
             if users > 1 {
                 outside.extend(self.share_trait(index, &share(index)));
             }
             inside.extend(quote_spanned! {at=>
-                let mut #node = ::core::pin::pin!(#private::dag::#node_for::<#marker, _, _, _>(&#make));
+                let mut #node = ::core::pin::pin!(#private::dag::#node_for::<#marker, #wildcards>(&#make));
             });
+            let function = format_ident!("__dag_function{}", index, span = site);
+            if source.is_some() {
+                inside.extend(quote! {
+                    let mut #function = ::core::option::Option::None;
+                });
+            }
             inside.extend(quote_spanned! {at=>
                 let mut #make = ::core::option::Option::Some(#make);
                 let mut #slot = #private::dag::Slot::new(#ty, #users);
             });
             // Start the node once its inputs are ready.
-            let values = input_values(&current.inputs, false);
-            let started = match current.kind {
+            let values = input_values(&own_inputs, false);
+            let started = match &current.kind {
                 NodeKind::Task => quote_spanned! {at=>
                     #node.as_mut().start(#private::as_task(__dag_make(#values)), &mut #starter)
                 },
-                NodeKind::Each => quote_spanned! {at=>
-                    #node.as_mut().start(__dag_make(#values))
+                NodeKind::Each { streams: false } => quote_spanned! {at=>
+                    #node.as_mut().start(__dag_make(#values), &mut #starter)
                 },
+                NodeKind::Each { streams: true } => quote_spanned! {at=>
+                    #node.as_mut().start(__dag_make(#values), true, &mut #starter)
+                },
+                NodeKind::Stage {
+                    source, streams, ..
+                } => {
+                    let source = node_of(*source);
+                    quote_spanned! {at=>
+                        {
+                            #function = ::core::option::Option::Some(__dag_make(#values));
+                            #node.expect(#source.count().unwrap_or(0), #streams);
+                        }
+                    }
+                }
             };
             let start = if form.collect_all && !current.inputs.is_empty() {
                 let failures = current.inputs.iter().map(|&input| {
@@ -149,10 +204,44 @@ impl Graph {
             } else {
                 quote!(#started;)
             };
-            let ready = current.inputs.iter().map(|&input| {
+            // A stage's items: each one its source finished, as it comes.
+            let feed = match &current.kind {
+                NodeKind::Stage { source, .. } => {
+                    let source_node = node_of(*source);
+                    let source_name =
+                        LitStr::new(&self.nodes[*source].name.to_string(), Span::call_site());
+                    let task = LitStr::new(&current.task, Span::call_site());
+                    let push = if form.collect_all {
+                        quote! {
+                            match __dag_item {
+                                ::core::result::Result::Ok(__dag_item) => #node.push(__dag_index, #private::as_task(__dag_function(__dag_item)), &mut #starter),
+                                ::core::result::Result::Err(__dag_failed) => #node.skip_item(__dag_index, #private::dag::upstream(#task, #source_name, &__dag_failed)),
+                            }
+                        }
+                    } else {
+                        quote!(#node.push(__dag_index, #private::as_task(__dag_function(__dag_item)), &mut #starter);)
+                    };
+                    quote_spanned! {at=>
+                        if let ::core::option::Option::Some(__dag_function) = #function.as_mut() {
+                            for (__dag_index, __dag_item) in #source_node.finished() {
+                                #push
+                            }
+                        }
+                    }
+                }
+                _ => TokenStream::new(),
+            };
+            // A stage starts once its source has started (and its other inputs are
+            // ready); in `all;`, also once its source is known not to run.
+            let source_started = source.map(|source| {
+                let (source_node, source_slot) = (node_of(source), self::slot_name(source, site));
+                quote!(&& (#source_node.count().is_some() || #private::dag::Slot::is_ready(&#source_slot)))
+            });
+            let inputs_ready = own_inputs.iter().map(|&input| {
                 let slot = self::slot_name(input, site);
                 quote!(&& #private::dag::Slot::is_ready(&#slot))
             });
+            let ready = source_started.into_iter().chain(inputs_ready);
             let name = LitStr::new(&current.name.to_string(), Span::call_site());
             steps.extend(quote_spanned! {at=>
                 if #make.is_some() #(#ready)* {
@@ -160,6 +249,7 @@ impl Graph {
                         #start
                     }
                 }
+                #feed
                 match #node.as_mut().poll_node(#cx) {
                     ::core::task::Poll::Ready(::core::result::Result::Ok(__dag_binding)) => {
                         #private::dag::Slot::fill(&mut #slot, __dag_binding, #name);
@@ -184,13 +274,11 @@ impl Graph {
         inside.extend(quote! {
             let mut #finisher = ::core::option::Option::Some(#finisher);
         });
-        if self.nodes.iter().any(|node| node.kind == NodeKind::Task) {
-            inside.extend(quote! {
-                let mut #starter = #private::dag::DagStarter::new();
-            });
-        }
+        inside.extend(quote! {
+            let mut #starter = #private::dag::DagStarter::new();
+        });
         let done = (0..self.nodes.len()).map(|index| {
-            let node = node(index);
+            let node = node_of(index);
             let at = self.nodes[index].at;
             quote_spanned!(at=> #node.is_done())
         });
@@ -278,4 +366,71 @@ impl Graph {
 
 fn slot_name(index: usize, site: Span) -> Ident {
     format_ident!("__dag_slot{}", index, span = site)
+}
+
+impl Graph {
+    /// `describe;`: the graph as DOT text, each node's placement read from its
+    /// function's type (no argument is evaluated, no task made).
+    pub(crate) fn describe(&self) -> TokenStream {
+        let private = Private(Span::call_site());
+        let dot = Ident::new("__dag_dot", Span::mixed_site());
+        let mut body = TokenStream::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let name = LitStr::new(&node.name.to_string(), Span::call_site());
+            let function = function_path(node);
+            let label = LitStr::new(
+                &function.map_or_else(
+                    || node.task.clone(),
+                    |path| {
+                        path.segments
+                            .iter()
+                            .map(|segment| segment.ident.to_string())
+                            .collect::<Vec<_>>()
+                            .join("::")
+                    },
+                ),
+                Span::call_site(),
+            );
+            let kind = match function {
+                Some(path) => {
+                    quote_spanned!(node.at=> ::core::option::Option::Some(#private::dag::kind_of_fn(&#path)))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            let collection = !matches!(node.kind, NodeKind::Task);
+            body.extend(quote! {
+                #dot.node(#index, #name, #label, #kind, #collection);
+            });
+            for input in &node.inputs {
+                body.extend(quote!(#dot.edge(#input, #index);));
+            }
+        }
+        if let Some((_, inputs)) = &self.tail {
+            body.extend(quote!(#dot.value(&[#(#inputs),*]);));
+        }
+        quote! {{
+            let mut #dot = #private::dag::Dot::new();
+            #body
+            #dot.finish()
+        }}
+    }
+}
+
+/// The function a node's tasks are calls of, when it is written as a path: the
+/// called path of a task node, the mapped function of a collection (`...map(f)`).
+fn function_path(node: &super::Node) -> Option<&syn::Path> {
+    let called = match (&node.kind, &node.expr) {
+        (NodeKind::Task, syn::Expr::Call(call)) => &*call.func,
+        (NodeKind::Stage { function, .. }, _) => function,
+        (NodeKind::Each { .. }, syn::Expr::MethodCall(call))
+            if call.method == "map" && call.args.len() == 1 =>
+        {
+            &call.args[0]
+        }
+        _ => return None,
+    };
+    match called {
+        syn::Expr::Path(path) if path.qself.is_none() => Some(&path.path),
+        _ => None,
+    }
 }

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! A node's expression may name the bindings above it: those are its inputs (its
-//! edges), and it starts when they are ready.
+//! edges), and it starts when they are ready. A collection node of the shape
+//! `for xs.into_iter().map(f)` over a collection node `xs` that nothing else uses is
+//! a pipelined stage: its task `i` starts when item `i` of `xs` is ready.
 
 mod expand;
 mod parse;
@@ -69,10 +71,19 @@ pub(crate) struct Node {
     pub(crate) at: Span,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeKind {
+    /// `let x = call(..);`
     Task,
-    Each,
+    /// `let xs = for ITERATOR;`; `streams` when its only user is a pipelined stage
+    /// (its items go there one by one).
+    Each { streams: bool },
+    /// `let ys = for xs.into_iter().map(FUNCTION);` over a collection `xs` that
+    /// nothing else uses: task `i` starts when item `i` of `xs` is ready.
+    Stage {
+        source: usize,
+        function: Box<Expr>,
+        streams: bool,
+    },
 }
 
 /// A user of a binding: another node or the final expression.

@@ -72,11 +72,16 @@ impl Dag {
                             let at = syn::spanned::Spanned::span(&expr);
                             (NodeKind::Task, expr, at)
                         }
-                        Value::Each { for_token, iter } => (NodeKind::Each, iter, for_token.span),
+                        Value::Each { for_token, iter } => {
+                            (NodeKind::Each { streams: false }, iter, for_token.span)
+                        }
                     };
                     let task = match kind {
                         NodeKind::Task => task_name(&expr),
-                        NodeKind::Each => "collection".to_owned(),
+                        _ => match mapped(&expr) {
+                            Some((_, function)) => function_name(function),
+                            None => "collection".to_owned(),
+                        },
                     };
                     nodes.push(Node {
                         name,
@@ -148,7 +153,70 @@ impl Dag {
             }
             (tail, inputs)
         });
+        // Pipelined stages: `for xs.into_iter().map(f)` over a collection that only
+        // this stage uses.
+        for index in 0..nodes.len() {
+            if !matches!(nodes[index].kind, NodeKind::Each { .. }) {
+                continue;
+            }
+            let Some((source, function)) = mapped(&nodes[index].expr) else {
+                continue;
+            };
+            let Some(source) = nodes[..index].iter().rposition(|node| node.name == *source) else {
+                continue;
+            };
+            let streams_in = matches!(
+                nodes[source].kind,
+                NodeKind::Each { .. } | NodeKind::Stage { .. }
+            ) && nodes[source].users == [User::Node(index)];
+            if !streams_in {
+                continue;
+            }
+            let function = Box::new(function.clone());
+            match &mut nodes[source].kind {
+                NodeKind::Each { streams } | NodeKind::Stage { streams, .. } => *streams = true,
+                NodeKind::Task => {}
+            }
+            nodes[index].kind = NodeKind::Stage {
+                source,
+                function,
+                streams: false,
+            };
+        }
         (errors.len() == before).then_some(Graph { nodes, tail })
+    }
+}
+
+/// `xs.into_iter().map(f)`: `xs` and `f`.
+fn mapped(expr: &Expr) -> Option<(&Ident, &Expr)> {
+    let Expr::MethodCall(map) = expr else {
+        return None;
+    };
+    let Expr::MethodCall(into_iter) = &*map.receiver else {
+        return None;
+    };
+    if map.method != "map" || map.args.len() != 1 || into_iter.method != "into_iter" {
+        return None;
+    }
+    if !into_iter.args.is_empty() {
+        return None;
+    }
+    let Expr::Path(source) = &*into_iter.receiver else {
+        return None;
+    };
+    let source = source.path.get_ident()?;
+    Some((source, map.args.first()?))
+}
+
+/// A stage's function as written: its name, if it is a path.
+fn function_name(function: &Expr) -> String {
+    match function {
+        Expr::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map_or_else(|| "task".to_owned(), |segment| segment.ident.to_string()),
+        _ => "task".to_owned(),
     }
 }
 

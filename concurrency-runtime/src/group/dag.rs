@@ -29,9 +29,12 @@ use super::child::Child;
 use super::collection::run_all;
 use super::mode::{CollectAll, FailFast, Mode, Values};
 use crate::error::TaskError;
+use crate::kind::TaskKind;
 use crate::placement::{Placement, Starter, TaskValue, Tasks};
+use crate::sync::Woken;
 use crate::task::Task;
 use crate::task::sealed::Sealed;
+use std::sync::Arc;
 
 /// What a node's binding gives its users, per mode.
 pub trait DagMode<P: Placement>: Mode<P> {
@@ -41,6 +44,13 @@ pub trait DagMode<P: Placement>: Mode<P> {
 
     /// A finished node's item as its binding: its value, or (in `all;`) its failure.
     fn binding(item: Self::Item) -> Result<Self::Value, TaskError>;
+
+    /// The item of a task that did not run because the item it was to get failed
+    /// (only `all;` goes on after a failure).
+    fn skipped(error: TaskError) -> Option<Self::Item> {
+        let _ = error;
+        None
+    }
 }
 
 impl<P: Placement> DagMode<P> for Values {
@@ -67,6 +77,10 @@ impl<P: Placement> DagMode<P> for CollectAll {
     #[inline(always)]
     fn binding(item: Result<P::Ok, TaskError>) -> Result<P::Ok, TaskError> {
         item
+    }
+
+    fn skipped(error: TaskError) -> Option<Result<P::Ok, TaskError>> {
+        Some(Err(error))
     }
 }
 
@@ -143,27 +157,40 @@ impl<P: Placement, M: DagMode<P>> Default for Node<P, M> {
 /// The future of a collection node's group.
 type Running<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E>> + Send>>;
 
-/// A collection node (`let xs = for ITER;`): the collection form's group over the
-/// tasks its iterator yields, once its inputs are ready; its value is the `Vec`.
+/// A collection node (`let xs = for ITER;`): the tasks its iterator yields, once its
+/// inputs are ready; its value is the `Vec` of their items, in order. Async tasks are
+/// polled in place, each with its own waker, as a tuple group polls them (a node of
+/// the form is part of one future already: a tokio task per item would only add a
+/// spawn each); other tasks run as the collection form runs them (cpu tasks as one
+/// batch on rayon, process tasks as one batch to the pool).
 pub struct CollectionNode<P: Placement, M: Mode<P>> {
     running: Option<Running<M::Item, M::Error>>,
+    in_place: Option<StreamNode<P, M>>,
     done: bool,
     placement: PhantomData<fn() -> P>,
 }
 
-impl<P: Placement, M: Mode<P> + 'static> CollectionNode<P, M> {
+impl<P: Placement, M: DagMode<P> + 'static> CollectionNode<P, M> {
     /// A node not started yet.
     pub fn new() -> Self {
         CollectionNode {
             running: None,
+            in_place: None,
             done: false,
             placement: PhantomData,
         }
     }
 
     /// Starts the node's tasks: its inputs are ready.
-    pub fn start(self: Pin<&mut Self>, tasks: Tasks<P>) {
-        self.get_mut().running = Some(Box::pin(run_all::<P, M>(tasks)));
+    pub fn start(self: Pin<&mut Self>, tasks: Tasks<P>, starter: &mut DagStarter) {
+        let this = self.get_mut();
+        if P::KIND.is_async() {
+            let mut in_place = StreamNode::new();
+            Pin::new(&mut in_place).start(tasks, false, starter);
+            this.in_place = Some(in_place);
+        } else {
+            this.running = Some(Box::pin(run_all::<P, M>(tasks)));
+        }
     }
 
     /// Marks the node finished without running it (`all;`: an input failed).
@@ -176,12 +203,18 @@ impl<P: Placement, M: Mode<P> + 'static> CollectionNode<P, M> {
         self.done
     }
 
-    /// Polls the node's group if it runs: `Ready` once, when it finished.
+    /// Polls the node's tasks if they run: `Ready` once, when all finished.
     pub fn poll_node(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Finished<Vec<M::Item>, M::Error>> {
         let this = self.get_mut();
+        if let Some(in_place) = this.in_place.as_mut() {
+            let finished = ready!(Pin::new(in_place).poll_node(cx));
+            this.in_place = None;
+            this.done = true;
+            return Poll::Ready(finished);
+        }
         let Some(running) = this.running.as_mut() else {
             return Poll::Pending;
         };
@@ -201,9 +234,253 @@ impl<P: Placement, M: Mode<P>> std::fmt::Debug for CollectionNode<P, M> {
     }
 }
 
-impl<P: Placement, M: Mode<P> + 'static> Default for CollectionNode<P, M> {
+impl<P: Placement, M: DagMode<P> + 'static> Default for CollectionNode<P, M> {
     fn default() -> Self {
         CollectionNode::new()
+    }
+}
+
+/// A task of a stream node, pinned in its own box.
+type PinnedChild<P, M> = Pin<Box<Child<P, M>>>;
+
+/// A collection node that streams: a pipelined stage (`let ys = for xs.into_iter()
+/// .map(f);` over a collection node `xs` that nothing else uses), whose task `i`
+/// starts as soon as item `i` of the stage before it is ready, or a collection whose
+/// only user is such a stage, whose items go to it one by one as they finish.
+///
+/// Each item is a tuple group's task ([`Child`]): started at once, polled (an async
+/// task in place) only when it was woken, through one waker record for the whole
+/// collection.
+pub struct StreamNode<P: Placement, M: Mode<P>> {
+    children: Vec<Option<PinnedChild<P, M>>>,
+    items: Vec<Option<M::Item>>,
+    /// Whether finished items go to `outbox` (for the next stage) rather than `items`.
+    forward: bool,
+    outbox: Vec<(usize, M::Item)>,
+    woken: Option<Arc<Woken>>,
+    /// Tasks started since the last poll, and the woken ones (reused lists).
+    fresh: Vec<u32>,
+    ready: Vec<u32>,
+    /// How many items there are, and how many have not finished, once known.
+    count: Option<usize>,
+    remaining: usize,
+    done: bool,
+}
+
+impl<P: Placement, M: DagMode<P>> StreamNode<P, M> {
+    /// A node not started yet.
+    pub fn new() -> Self {
+        StreamNode {
+            children: Vec::new(),
+            items: Vec::new(),
+            forward: false,
+            outbox: Vec::new(),
+            woken: None,
+            fresh: Vec::new(),
+            ready: Vec::new(),
+            count: None,
+            remaining: 0,
+            done: false,
+        }
+    }
+
+    /// Starts a first stage's tasks; `forward`: its items go to the next stage.
+    pub fn start(self: Pin<&mut Self>, tasks: Tasks<P>, forward: bool, starter: &mut DagStarter) {
+        let this = self.get_mut();
+        this.expect(tasks.len(), forward);
+        for (index, task) in tasks.into_iter().enumerate() {
+            this.push(index, task, starter);
+        }
+    }
+
+    /// Expects `count` tasks, pushed one by one as the stage before finishes items.
+    pub fn expect(&mut self, count: usize, forward: bool) {
+        self.children = (0..count).map(|_| None).collect();
+        self.items = (0..count).map(|_| None).collect();
+        self.forward = forward;
+        self.woken = Some(Woken::new(count));
+        self.count = Some(count);
+        self.remaining = count;
+    }
+
+    /// Starts task `index` (its item of the stage before is ready).
+    pub fn push(&mut self, index: usize, task: TaskValue<P>, starter: &mut DagStarter) {
+        let mut child = Box::pin(Child::new(task));
+        child.as_mut().start(starter.get());
+        self.children[index] = Some(child);
+        // Every index fits: `Woken::new` checked the count.
+        self.fresh.push(index as u32);
+    }
+
+    /// Item `index` failed in the stage before (`all;`): its task does not run.
+    pub fn skip_item(&mut self, index: usize, error: TaskError) {
+        if let Some(item) = M::skipped(error) {
+            self.finish(index, item);
+        }
+    }
+
+    /// How many items the node has, once it started.
+    pub fn count(&self) -> Option<usize> {
+        self.count
+    }
+
+    /// The items finished since the last call, for the next stage.
+    pub fn finished(&mut self) -> std::vec::Drain<'_, (usize, M::Item)> {
+        self.outbox.drain(..)
+    }
+
+    /// Whether the node finished (or was skipped).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Marks the node finished without running it (`all;`: an input failed).
+    pub fn skip(self: Pin<&mut Self>) {
+        self.get_mut().done = true;
+    }
+
+    fn finish(&mut self, index: usize, item: M::Item) {
+        self.children[index] = None;
+        if self.forward {
+            self.outbox.push((index, item));
+        } else {
+            self.items[index] = Some(item);
+        }
+        self.remaining -= 1;
+    }
+
+    /// Polls the tasks started or woken since the last poll: `Ready` once, when every
+    /// item has finished (with the items in order; none for a node that forwards).
+    pub fn poll_node(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Finished<Vec<M::Item>, M::Error>> {
+        let this = self.get_mut();
+        let Some(woken) = this.woken.clone() else {
+            return Poll::Pending;
+        };
+        if this.done {
+            return Poll::Pending;
+        }
+        woken.set_group_waker(cx.waker());
+        woken.take_ready(&mut this.ready);
+        this.ready.append(&mut this.fresh);
+        let mut ready = std::mem::take(&mut this.ready);
+        for &index in &ready {
+            let index = index as usize;
+            let Some(child) = this.children[index].as_mut() else {
+                continue; // not started yet, or finished
+            };
+            match woken.with_waker(index, |waker| {
+                child.as_mut().poll_child(&mut Context::from_waker(waker))
+            }) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => {
+                    let item = child.as_mut().take();
+                    this.finish(index, item);
+                }
+                Poll::Ready(Err(stop)) => {
+                    this.done = true;
+                    return Poll::Ready(Err(stop));
+                }
+            }
+        }
+        ready.clear();
+        this.ready = ready;
+        if this.remaining != 0 {
+            return Poll::Pending;
+        }
+        this.done = true;
+        let items = std::mem::take(&mut this.items);
+        Poll::Ready(Ok(Ok(items.into_iter().flatten().collect())))
+    }
+}
+
+// Nothing of a stream node is pinned where it is: its tasks are pinned in their own
+// boxes, and its items are values that move freely.
+impl<P: Placement, M: Mode<P>> Unpin for StreamNode<P, M> {}
+
+impl<P: Placement, M: DagMode<P>> Default for StreamNode<P, M> {
+    fn default() -> Self {
+        StreamNode::new()
+    }
+}
+
+impl<P: Placement, M: Mode<P>> std::fmt::Debug for StreamNode<P, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamNode")
+            .field("items", &self.items.len())
+            .field("remaining", &self.remaining)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+/// A first stage that streams, typed by its maker.
+#[inline(always)]
+pub fn stream_for<M, I, F, P>(_: &F) -> StreamNode<P, M>
+where
+    F: FnOnce(I) -> Tasks<P>,
+    P: Placement,
+    M: DagMode<P>,
+{
+    StreamNode::new()
+}
+
+/// The function of a pipelined stage, typed by the items it takes (`item`).
+#[inline(always)]
+pub fn stage_fn<T, R, G: FnMut(T) -> R>(item: PhantomData<T>, function: G) -> G {
+    let _ = item;
+    function
+}
+
+/// A pipelined stage, typed by its maker (which makes its function).
+#[inline(always)]
+pub fn stage_for<M, I, F, G, T, X>(_: &F) -> StreamNode<X::Placement, M>
+where
+    F: FnOnce(I) -> G,
+    G: FnMut(T) -> X,
+    X: Task,
+    M: DagMode<<X as Sealed>::Placement>,
+{
+    StreamNode::new()
+}
+
+/// The type of a pipelined stage's value.
+#[inline(always)]
+pub fn stage_value_of<M, I, F, G, T, X>(
+    _: &F,
+) -> PhantomData<Vec<<M as Mode<<X as Sealed>::Placement>>::Item>>
+where
+    F: FnOnce(I) -> G,
+    G: FnMut(T) -> X,
+    X: Task,
+    M: Mode<<X as Sealed>::Placement>,
+{
+    PhantomData
+}
+
+/// The type of a collection's items.
+#[inline(always)]
+pub fn element_of<T>(_: PhantomData<Vec<T>>) -> PhantomData<T> {
+    PhantomData
+}
+
+/// The type of an item's success value (`all;`).
+#[inline(always)]
+pub fn success_of<T>(_: PhantomData<Result<T, TaskError>>) -> PhantomData<T> {
+    PhantomData
+}
+
+/// The failure of a pipelined stage's task `task` whose item of the stage `node`
+/// before failed (`all;`).
+pub fn upstream(task: &'static str, node: &'static str, failed: &TaskError) -> TaskError {
+    match failed.kind() {
+        // The item did not run either: the same root cause.
+        crate::TaskErrorKind::Upstream { node, task: root } => {
+            TaskError::upstream(task, node, root)
+        }
+        _ => TaskError::upstream(task, node, failed.task()),
     }
 }
 
@@ -416,7 +693,7 @@ pub fn collection_for<M, I, F, P>(_: &F) -> CollectionNode<P, M>
 where
     F: FnOnce(I) -> Tasks<P>,
     P: Placement,
-    M: Mode<P> + 'static,
+    M: DagMode<P> + 'static,
 {
     CollectionNode::new()
 }
@@ -425,4 +702,115 @@ where
 #[inline(always)]
 pub fn outcome_of<T>(_: PhantomData<T>) -> PhantomData<Result<T, TaskError>> {
     PhantomData
+}
+
+/// Where the tasks of a function run, from its type alone: for `describe;`, which
+/// draws a graph without running it.
+pub trait TaskFn<Args> {
+    /// The placement of the function's tasks.
+    fn kind() -> TaskKind;
+}
+
+macro_rules! task_fn {
+    ($($arg:ident),*) => {
+        impl<F, T, $($arg),*> TaskFn<($($arg,)*)> for F
+        where
+            F: Fn($($arg),*) -> T,
+            T: Task,
+        {
+            fn kind() -> TaskKind {
+                <<T as Sealed>::Placement as Placement>::KIND
+            }
+        }
+    };
+}
+
+task_fn!();
+task_fn!(A);
+task_fn!(A, B);
+task_fn!(A, B, C);
+task_fn!(A, B, C, D);
+task_fn!(A, B, C, D, E);
+task_fn!(A, B, C, D, E, G);
+task_fn!(A, B, C, D, E, G, H);
+task_fn!(A, B, C, D, E, G, H, I);
+
+/// The placement of `function`'s tasks (see [`TaskFn`]).
+pub fn kind_of_fn<Args, F: TaskFn<Args>>(function: &F) -> TaskKind {
+    let _ = function;
+    F::kind()
+}
+
+/// A dag's graph as Graphviz DOT text (`describe;`).
+#[derive(Debug)]
+pub struct Dot {
+    text: String,
+}
+
+impl Dot {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Dot {
+            text: String::from(
+                "digraph dag {\n    rankdir=LR;\n    node [shape=box, fontname=\"monospace\"];\n",
+            ),
+        }
+    }
+
+    /// Node `id`: binding `name` of a call of `function`, whose tasks run on `kind`
+    /// (when the function's type tells); `collection`: a `for` node.
+    pub fn node(
+        &mut self,
+        id: usize,
+        name: &str,
+        function: &str,
+        kind: Option<TaskKind>,
+        collection: bool,
+    ) {
+        use std::fmt::Write;
+        let what = if collection {
+            format!("for .. {function}")
+        } else {
+            format!("{function}(..)")
+        };
+        let place = kind.map_or_else(String::new, |kind| format!("\\n{kind}"));
+        let style = if collection { ", peripheries=2" } else { "" };
+        let _ = writeln!(
+            self.text,
+            "    n{id} [label=\"{} = {}{place}\"{style}];",
+            escape(name),
+            escape(&what)
+        );
+    }
+
+    /// The form's value, made of the nodes `inputs`.
+    pub fn value(&mut self, inputs: &[usize]) {
+        use std::fmt::Write;
+        let _ = writeln!(self.text, "    value [label=\"value\", shape=ellipse];");
+        for input in inputs {
+            let _ = writeln!(self.text, "    n{input} -> value;");
+        }
+    }
+
+    /// Node `to` uses node `from`'s binding.
+    pub fn edge(&mut self, from: usize, to: usize) {
+        use std::fmt::Write;
+        let _ = writeln!(self.text, "    n{from} -> n{to};");
+    }
+
+    /// The DOT text.
+    pub fn finish(mut self) -> String {
+        self.text.push_str("}\n");
+        self.text
+    }
+}
+
+impl Default for Dot {
+    fn default() -> Self {
+        Dot::new()
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }

@@ -116,11 +116,15 @@ impl<P> Tasks<P> {
     pub(crate) fn collect(tasks: impl Iterator<Item = TaskValue<P>>) -> Self {
         let mut chunks: Vec<Vec<TaskValue<P>>> = Vec::new();
         let mut len = 0;
+        // A small collection's chunk is its size (an iterator that tells), not
+        // `CHUNK` task values: those can be tens of kilobytes to allocate and touch.
+        let first = tasks.size_hint().0.clamp(1, CHUNK);
         for task in tasks {
             match chunks.last_mut() {
                 Some(chunk) if chunk.len() < CHUNK => chunk.push(task),
                 _ => {
-                    let mut chunk = Vec::with_capacity(CHUNK);
+                    let mut chunk =
+                        Vec::with_capacity(if chunks.is_empty() { first } else { CHUNK });
                     chunk.push(task);
                     chunks.push(chunk);
                 }
