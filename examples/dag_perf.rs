@@ -264,6 +264,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var_os("DAG_PERF_PROFILE").is_some() {
+        // Only the library's chain, for a profiler.
+        runtime.block_on(async {
+            tokio::spawn(async {
+                for _ in 0..5_000_000 {
+                    black_box(chain_library().await);
+                }
+            })
+            .await
+            .expect("profile loop")
+        });
+        return;
+    }
     let rounds = rounds::rounds(6);
     let mut table = Table::default();
     for round in 1..=rounds {

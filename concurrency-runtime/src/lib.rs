@@ -311,7 +311,7 @@ pub use concurrency_macros::cpu_task;
 /// a pipelined stage: its task `i` starts as soon as item `i` of `xs` is ready.
 /// Every node runs, used or not. The modes work as above; in `all;`, a node whose
 /// input failed does not run and reports
-/// [`TaskErrorKind::Upstream`](crate::TaskErrorKind::Upstream) naming the node that
+/// [`TaskErrorKind::Upstream`] naming the node that
 /// failed, and the final expression gets each binding's `Result`.
 ///
 /// ```

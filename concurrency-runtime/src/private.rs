@@ -1,7 +1,6 @@
 //! Used by the code the macros generate. Not public API: anything here may change in
 //! any release (the macro crate is pinned with `=`).
 
-pub use crate::group::dag;
 pub use crate::group::{
     Child, CollectAll, Cons, End, FailFast, Group, Values, run_all, settled, value,
 };
@@ -134,4 +133,102 @@ where
     R: ResultParts,
     R::Error: TaskErrorType,
 {
+}
+
+/// The `dag { ... }` form's support: the runtime's nodes and bindings, and the
+/// functions that type them from the makers the macro writes (here, above `Task`).
+pub mod dag {
+    use std::marker::PhantomData;
+
+    use crate::group::Mode;
+    pub use crate::group::dag::*;
+    use crate::kind::TaskKind;
+    use crate::placement::Placement;
+    use crate::task::Task;
+    use crate::task::sealed::Sealed;
+
+    /// A pipelined stage, typed by its maker (which makes its function).
+    #[inline(always)]
+    pub fn stage_for<M, I, F, G, T, X>(_: &F) -> StreamNode<X::Placement, M>
+    where
+        F: FnOnce(I) -> G,
+        G: FnMut(T) -> X,
+        X: Task,
+        M: DagMode<<X as Sealed>::Placement>,
+    {
+        StreamNode::new()
+    }
+
+    /// The type of a pipelined stage's value.
+    #[inline(always)]
+    pub fn stage_value_of<M, I, F, G, T, X>(
+        _: &F,
+    ) -> PhantomData<Vec<<M as Mode<<X as Sealed>::Placement>>::Item>>
+    where
+        F: FnOnce(I) -> G,
+        G: FnMut(T) -> X,
+        X: Task,
+        M: Mode<<X as Sealed>::Placement>,
+    {
+        PhantomData
+    }
+
+    /// The type of the value a task node's users get.
+    #[inline(always)]
+    pub fn value_of<M, I, F, T>(_: &F) -> PhantomData<<M as DagMode<T::Placement>>::Value>
+    where
+        F: FnOnce(I) -> T,
+        T: Task,
+        M: DagMode<<T as Sealed>::Placement>,
+    {
+        PhantomData
+    }
+
+    /// A task node, typed by its maker.
+    #[inline(always)]
+    pub fn node_for<M, I, F, T>(_: &F) -> Node<T::Placement, M>
+    where
+        F: FnOnce(I) -> T,
+        T: Task,
+        M: DagMode<<T as Sealed>::Placement>,
+    {
+        Node::new()
+    }
+
+    /// Where the tasks of a function run, from its type alone: for `describe;`, which
+    /// draws a graph without running it.
+    pub trait TaskFn<Args> {
+        /// The placement of the function's tasks.
+        fn kind() -> TaskKind;
+    }
+
+    macro_rules! task_fn {
+        ($($arg:ident),*) => {
+            impl<F, T, $($arg),*> TaskFn<($($arg,)*)> for F
+            where
+                F: Fn($($arg),*) -> T,
+                T: Task,
+            {
+                fn kind() -> TaskKind {
+                    <<T as Sealed>::Placement as Placement>::KIND
+                }
+            }
+        };
+    }
+
+    task_fn!();
+    task_fn!(A);
+    task_fn!(A, B);
+    task_fn!(A, B, C);
+    task_fn!(A, B, C, D);
+    task_fn!(A, B, C, D, E);
+    task_fn!(A, B, C, D, E, G);
+    task_fn!(A, B, C, D, E, G, H);
+    task_fn!(A, B, C, D, E, G, H, I);
+
+    /// The placement of `function`'s tasks (see [`TaskFn`]).
+    pub fn kind_of_fn<Args, F: TaskFn<Args>>(function: &F) -> TaskKind {
+        let _ = function;
+        F::kind()
+    }
 }

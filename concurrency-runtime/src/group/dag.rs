@@ -18,7 +18,7 @@
 //! Failures follow the mode, as in the other forms: fail-fast modes stop at the first
 //! failure (dropping the form's future cancels every running node; the waiting ones
 //! never start); in `all;` a node whose input failed does not run and its binding
-//! records the root cause ([`TaskErrorKind::Upstream`](crate::TaskErrorKind::Upstream)).
+//! records the root cause ([`TaskErrorKind::Upstream`](crate::error::TaskErrorKind::Upstream)).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -32,8 +32,6 @@ use crate::error::TaskError;
 use crate::kind::TaskKind;
 use crate::placement::{Placement, Starter, TaskValue, Tasks};
 use crate::sync::Woken;
-use crate::task::Task;
-use crate::task::sealed::Sealed;
 use std::sync::Arc;
 
 /// What a node's binding gives its users, per mode.
@@ -434,32 +432,6 @@ pub fn stage_fn<T, R, G: FnMut(T) -> R>(item: PhantomData<T>, function: G) -> G 
     function
 }
 
-/// A pipelined stage, typed by its maker (which makes its function).
-#[inline(always)]
-pub fn stage_for<M, I, F, G, T, X>(_: &F) -> StreamNode<X::Placement, M>
-where
-    F: FnOnce(I) -> G,
-    G: FnMut(T) -> X,
-    X: Task,
-    M: DagMode<<X as Sealed>::Placement>,
-{
-    StreamNode::new()
-}
-
-/// The type of a pipelined stage's value.
-#[inline(always)]
-pub fn stage_value_of<M, I, F, G, T, X>(
-    _: &F,
-) -> PhantomData<Vec<<M as Mode<<X as Sealed>::Placement>>::Item>>
-where
-    F: FnOnce(I) -> G,
-    G: FnMut(T) -> X,
-    X: Task,
-    M: Mode<<X as Sealed>::Placement>,
-{
-    PhantomData
-}
-
 /// The type of a collection's items.
 #[inline(always)]
 pub fn element_of<T>(_: PhantomData<Vec<T>>) -> PhantomData<T> {
@@ -477,7 +449,7 @@ pub fn success_of<T>(_: PhantomData<Result<T, TaskError>>) -> PhantomData<T> {
 pub fn upstream(task: &'static str, node: &'static str, failed: &TaskError) -> TaskError {
     match failed.kind() {
         // The item did not run either: the same root cause.
-        crate::TaskErrorKind::Upstream { node, task: root } => {
+        crate::error::TaskErrorKind::Upstream { node, task: root } => {
             TaskError::upstream(task, node, root)
         }
         _ => TaskError::upstream(task, node, failed.task()),
@@ -653,28 +625,6 @@ pub fn maker<I: Inputs, R, F: FnOnce(I::Values) -> R>(inputs: I, make: F) -> F {
     make
 }
 
-/// The type of the value a task node's users get.
-#[inline(always)]
-pub fn value_of<M, I, F, T>(_: &F) -> PhantomData<<M as DagMode<T::Placement>>::Value>
-where
-    F: FnOnce(I) -> T,
-    T: Task,
-    M: DagMode<<T as Sealed>::Placement>,
-{
-    PhantomData
-}
-
-/// A task node, typed by its maker.
-#[inline(always)]
-pub fn node_for<M, I, F, T>(_: &F) -> Node<T::Placement, M>
-where
-    F: FnOnce(I) -> T,
-    T: Task,
-    M: DagMode<<T as Sealed>::Placement>,
-{
-    Node::new()
-}
-
 /// The type of a collection node's value. (Its maker collects the tasks its
 /// iterator yields, so that the iterator may borrow the maker's inputs.)
 #[inline(always)]
@@ -702,43 +652,6 @@ where
 #[inline(always)]
 pub fn outcome_of<T>(_: PhantomData<T>) -> PhantomData<Result<T, TaskError>> {
     PhantomData
-}
-
-/// Where the tasks of a function run, from its type alone: for `describe;`, which
-/// draws a graph without running it.
-pub trait TaskFn<Args> {
-    /// The placement of the function's tasks.
-    fn kind() -> TaskKind;
-}
-
-macro_rules! task_fn {
-    ($($arg:ident),*) => {
-        impl<F, T, $($arg),*> TaskFn<($($arg,)*)> for F
-        where
-            F: Fn($($arg),*) -> T,
-            T: Task,
-        {
-            fn kind() -> TaskKind {
-                <<T as Sealed>::Placement as Placement>::KIND
-            }
-        }
-    };
-}
-
-task_fn!();
-task_fn!(A);
-task_fn!(A, B);
-task_fn!(A, B, C);
-task_fn!(A, B, C, D);
-task_fn!(A, B, C, D, E);
-task_fn!(A, B, C, D, E, G);
-task_fn!(A, B, C, D, E, G, H);
-task_fn!(A, B, C, D, E, G, H, I);
-
-/// The placement of `function`'s tasks (see [`TaskFn`]).
-pub fn kind_of_fn<Args, F: TaskFn<Args>>(function: &F) -> TaskKind {
-    let _ = function;
-    F::kind()
 }
 
 /// A dag's graph as Graphviz DOT text (`describe;`).

@@ -13,13 +13,14 @@
 
 mod child;
 mod collection;
-pub mod dag;
+pub(crate) mod dag;
 mod mode;
 mod one;
 mod tuple;
 
 pub use child::Child;
 pub use collection::run_all;
+pub(crate) use mode::Mode;
 pub(crate) use mode::settle;
 pub use mode::{CollectAll, FailFast, Values, settled, value};
 pub(crate) use one::run_one;
