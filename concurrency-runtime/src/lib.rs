@@ -43,6 +43,10 @@ mod cancel;
 mod error;
 mod group;
 mod kind;
+#[cfg(feature = "tracing")]
+pub mod observe;
+#[cfg(not(feature = "tracing"))]
+mod observe;
 mod placement;
 mod policy;
 #[cfg(all(feature = "process", target_os = "linux"))]

@@ -33,7 +33,10 @@ impl Graph {
         let type_of = |index: usize| format_ident!("__dag_type{}", index, span = site);
         let node_of = |index: usize| format_ident!("__dag_node{}", index, span = site);
         let slot = |index: usize| slot_name(index, site);
-        let share = |index: usize| format_ident!("__DagShare{}", index, span = site);
+        // Named after the binding: rustc's note names the trait ("required for `Page`
+        // to implement `page_is_shared`").
+        let share =
+            |index: usize| format_ident!("{}_is_shared", self.nodes[index].name, span = site);
         let cx = Ident::new("__dag_cx", site);
         let starter = Ident::new("__dag_starter", site);
         let finisher = Ident::new("__dag_finish", site);

@@ -166,13 +166,28 @@ fn function(
     });
     let send_checks = shared.send_checks(task);
     let output_check = &shared.output_check;
+    let track_caller = track_caller(attrs);
     quote! {
         #(#attrs)*
+        #track_caller
         #vis #fn_token #ident #generics (#(#params),*) -> #signature #where_clause {
             #send_checks
             #output_check
             #constructor
         }
+    }
+}
+
+/// `#[track_caller]`, unless the function has it already: the task value then knows
+/// the line that called it (the runtime's `tracing` feature reports it).
+pub(super) fn track_caller(attrs: &[syn::Attribute]) -> TokenStream {
+    if attrs
+        .iter()
+        .any(|attr| attr.path().is_ident("track_caller"))
+    {
+        TokenStream::new()
+    } else {
+        quote!(#[track_caller])
     }
 }
 

@@ -63,8 +63,10 @@ pub(super) fn expand(task: &TaskFn<'_>, shared: &Shared) -> TokenStream {
         None => quote!(#private::Process::new(&#name, #parts)),
         Some(policy) => quote!(#private::Process::with_policy(&#name, #policy, #parts)),
     };
+    let track_caller = super::track_caller(attrs);
     quote! {
         #(#attrs)*
+        #track_caller
         #vis #fn_token #ident (#(#idents: #types),*) -> #private::ProcessTask<(#(#types,)*), #ret, #output> {
             #output_check
             #(#arg_codecs)*

@@ -13,6 +13,7 @@ use super::output::{OutputKind, Value, judge};
 use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
+use crate::observe::{Site, Watch};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::runtime::{self, in_tokio_context, runtime};
 
@@ -44,16 +45,19 @@ where
 {
     /// Used by `#[io_task]` for a task without options.
     #[inline]
+    #[track_caller]
     pub fn new(name: &'static &'static str, future: F) -> TaskValue<Self> {
         TaskValue::plain(name, Self::of(Bodies::once(future)))
     }
 
     /// Used by `#[io_task(..)]` for a task with options.
+    #[track_caller]
     pub fn with_policy(name: &'static &'static str, policy: Policy, future: F) -> TaskValue<Self> {
         TaskValue::with(name, policy, Self::of(Bodies::once(future)))
     }
 
     /// Used by `#[io_task(retries = N)]`: `make` builds each attempt's future.
+    #[track_caller]
     pub fn retrying(
         name: &'static &'static str,
         policy: Policy,
@@ -119,12 +123,17 @@ where
             return (supervisor.start)(task, start);
         }
         Policied::Plain {
-            attempt: attempt(task.name, task.placement.future.into_first(), start),
+            attempt: attempt(
+                task.name,
+                task.site,
+                task.placement.future.into_first(),
+                start,
+            ),
         }
     }
 
     fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running {
-        let name = task.name;
+        let (name, site) = (task.name, task.site);
         // What the group knew about the tokio context holds for its first poll; each
         // attempt of a task with options (a retry, polled later) looks again.
         let start = match start {
@@ -137,7 +146,7 @@ where
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
-            move |future, _permit| attempt(name, future, start),
+            move |future, _permit| attempt(name, site, future, start),
         )
     }
 
@@ -157,6 +166,7 @@ where
             task.placement.project().future.first_pinned(),
             cx,
             task.name,
+            task.site,
             start == Start::InContext,
         )
     }
@@ -165,23 +175,22 @@ where
         if let Some(supervisor) = task.supervisor() {
             return (supervisor.detach)(task);
         }
-        let name = task.name;
         Policied::Plain {
             attempt: Detached {
-                joined: spawn(name, task.placement.future.into_first()),
+                joined: spawn(task.name, task.site, task.placement.future.into_first()),
             },
         }
     }
 
     fn detach_supervised(task: TaskValue<Self>) -> Self::Detached {
-        let name = task.name;
+        let (name, site) = (task.name, task.site);
         policy::start_supervised(
             name,
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
             move |future, _permit| Detached {
-                joined: spawn(name, future),
+                joined: spawn(name, site, future),
             },
         )
     }
@@ -193,7 +202,7 @@ where
 
 /// Starts one attempt of an async task.
 #[inline]
-fn attempt<F>(name: &'static &'static str, future: F, start: Start) -> AsyncRunning<F>
+fn attempt<F>(name: &'static &'static str, site: Site, future: F, start: Start) -> AsyncRunning<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -203,6 +212,7 @@ where
             guarded: Guarded {
                 future,
                 name,
+                site,
                 has_context: (start == Start::InContext).then_some(true),
             },
         },
@@ -213,6 +223,7 @@ where
         Start::Spawned => AsyncRunning::Spawned {
             joined: spawn(
                 name,
+                site,
                 Box::pin(future) as Pin<Box<dyn Future<Output = F::Output> + Send>>,
             ),
         },
@@ -225,12 +236,15 @@ where
 ///
 /// The spawned future is the body and nothing else (see [`InTask`]): tokio catches a
 /// panic, and the join handle, which knows the task's name, reports it.
-fn spawn<F>(name: &'static &'static str, future: F) -> Joined<F::Output>
+fn spawn<F>(name: &'static &'static str, site: Site, future: F) -> Joined<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let future = InTask { future };
+    let future = InTask {
+        future,
+        watch: Watch::new(name, site),
+    };
     let handle = match Handle::try_current() {
         Ok(handle) if !runtime::spawn_async_on_embedded() => handle.spawn(future),
         _ => runtime().spawn(future),
@@ -248,6 +262,8 @@ pin_project_lite::pin_project! {
     struct InTask<F> {
         #[pin]
         future: F,
+        // For the blocking detector (feature `tracing`; nothing otherwise).
+        watch: Watch,
     }
 }
 
@@ -256,8 +272,10 @@ impl<F: Future> Future for InTask<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let future = self.project().future;
-        TaskKind::AsyncIo.enter(|| future.poll(cx))
+        let this = self.project();
+        let future = this.future;
+        this.watch
+            .poll(|| TaskKind::AsyncIo.enter(|| future.poll(cx)))
     }
 }
 
@@ -319,6 +337,8 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         name: &'static str,
+        // Where the task was called (feature `tracing`; nothing otherwise).
+        site: Site,
         // Whether the first poll found a tokio context (looked up once: the lookup
         // clones the handle).
         has_context: Option<bool>,
@@ -332,7 +352,7 @@ impl<F: Future> Future for Guarded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let has_context = *this.has_context.get_or_insert_with(in_tokio_context);
-        poll_guarded(this.future, cx, this.name, has_context)
+        poll_guarded(this.future, cx, this.name, this.site, has_context)
     }
 }
 
@@ -344,12 +364,16 @@ fn poll_guarded<F: Future>(
     mut future: Pin<&mut F>,
     cx: &mut Context<'_>,
     name: &'static str,
+    site: &Site,
     has_context: bool,
 ) -> Poll<Result<F::Output, TaskError>> {
+    let watch = Watch::new(name, Site::clone(site));
     let mut poll = || {
-        catch_unwind(AssertUnwindSafe(|| {
-            TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
-        }))
+        watch.poll(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
+            }))
+        })
     };
     let polled = if has_context {
         poll()

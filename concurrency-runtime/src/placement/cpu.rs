@@ -40,16 +40,19 @@ where
 {
     /// Used by `#[cpu_task]` for a task without options.
     #[inline]
+    #[track_caller]
     pub fn new(name: &'static &'static str, body: F) -> TaskValue<Self> {
         TaskValue::plain(name, Self::of(Bodies::once(body)))
     }
 
     /// Used by `#[cpu_task(..)]` for a task with options.
+    #[track_caller]
     pub fn with_policy(name: &'static &'static str, policy: Policy, body: F) -> TaskValue<Self> {
         TaskValue::with(name, policy, Self::of(Bodies::once(body)))
     }
 
     /// Used by `#[cpu_task(retries = N)]`: `make` builds each attempt's body.
+    #[track_caller]
     pub fn retrying(
         name: &'static &'static str,
         policy: Policy,

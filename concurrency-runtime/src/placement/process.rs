@@ -52,6 +52,7 @@ where
 {
     /// Used by `#[cpu_task(process)]` for a task without options.
     #[inline]
+    #[track_caller]
     pub fn new(
         name: &'static &'static str,
         entry: &'static ProcessEntry,
@@ -62,6 +63,7 @@ where
     }
 
     /// Used by `#[cpu_task(process, ..)]` for a task with options.
+    #[track_caller]
     pub fn with_policy(
         name: &'static &'static str,
         policy: Policy,

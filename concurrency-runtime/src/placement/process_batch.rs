@@ -248,6 +248,10 @@ where
             None
         }
     }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
 }
 
 /// The waiting side of a batch. Dropping it before the batch is done cancels the

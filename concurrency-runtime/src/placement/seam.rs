@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use super::cpu_batch::{BatchFuture, Finish};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
+use crate::observe::{self, Site};
 use crate::policy::{Attempted, Options, Policy};
 
 pin_project_lite::pin_project! {
@@ -25,6 +26,8 @@ pin_project_lite::pin_project! {
         // one task value per task).
         pub(crate) name: &'static &'static str,
         pub(crate) options: Options,
+        // Where the task was called (feature `tracing`; nothing otherwise).
+        pub(crate) site: Site,
         // Pinned only where a group polls an async task in place (see
         // `Placement::poll_in_place`); moved out by value everywhere else.
         #[pin]
@@ -35,10 +38,12 @@ pin_project_lite::pin_project! {
 impl<P> TaskValue<P> {
     /// A task named `name` without options.
     #[inline]
+    #[track_caller]
     pub(crate) fn plain(name: &'static &'static str, placement: P) -> Self {
         TaskValue {
             name,
             options: Options::NONE,
+            site: observe::here(),
             placement,
         }
     }
@@ -46,10 +51,12 @@ impl<P> TaskValue<P> {
 
 impl<P: Placement> TaskValue<P> {
     /// A task named `name` with the options of `policy`.
+    #[track_caller]
     pub(crate) fn with(name: &'static &'static str, policy: Policy, placement: P) -> Self {
         TaskValue {
             name,
             options: Options::new(policy, supervisor::<P>()),
+            site: observe::here(),
             placement,
         }
     }

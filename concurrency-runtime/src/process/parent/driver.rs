@@ -166,7 +166,7 @@ impl Driver<'_> {
         };
         for job in jobs {
             let id = worker.next_id();
-            if !job.control().attach(self.slot, id) {
+            if !job.attach(self.slot, id) {
                 continue; // cancelled while queued: never sent, and nobody waits for it
             }
             let header = protocol::request_header(id, job.body().len());

@@ -36,6 +36,12 @@ pub(crate) trait Sink: Send + Sync {
     /// `count` more of its tasks were delivered; the waker to wake if the caller has
     /// something to see now (`None`: nothing yet, or nobody to wake).
     fn settle(&self, count: usize) -> Option<Waker>;
+    /// Whether the whole sink was stopped (a batch whose group failed or was
+    /// dropped): its tasks are being cancelled one by one, and none may be sent
+    /// meanwhile, even one whose own cancellation has not come yet.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// One task sent to the pool: its sink, and its place in it.
@@ -55,6 +61,13 @@ impl Job {
 
     pub(crate) fn control(&self) -> &Control {
         self.sink.control(self.index)
+    }
+
+    /// Records that request `id` to the worker on `slot` is this task, before it is
+    /// written; `false` if the task, or its whole sink, was cancelled (then it is not
+    /// sent).
+    pub(crate) fn attach(&self, slot: usize, id: u64) -> bool {
+        !self.sink.stopped() && self.control().attach(slot, id)
     }
 
     /// Delivers the answer, unless the task was cancelled (then nobody waits for it);
@@ -415,6 +428,45 @@ mod tests {
         assert_eq!(head.iter().map(|j| j.body().len()).collect::<Vec<_>>(), [1]);
         assert_eq!(queue.wait_for_jobs(64, 1 << 20).len(), 1);
         assert!(queue.is_empty());
+    }
+
+    /// A sink that was stopped as a whole (a batch being cancelled task by task).
+    struct StoppedSink(Control);
+
+    impl Sink for StoppedSink {
+        fn name(&self, _: usize) -> &'static str {
+            "stopped"
+        }
+        fn body(&self, _: usize) -> &[u8] {
+            &[]
+        }
+        fn control(&self, _: usize) -> &Control {
+            &self.0
+        }
+        fn deliver(&self, _: usize, _: Answer<'_>) {}
+        fn settle(&self, _: usize) -> Option<Waker> {
+            None
+        }
+        fn stopped(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_task_of_a_stopped_sink_is_never_sent_even_before_its_own_cancellation_comes() {
+        // (A batch being dropped cancels its tasks one by one; a driver that re-queued
+        // one of them after a worker died must not send it meanwhile.)
+        let job = Job {
+            sink: Arc::new(StoppedSink(Control::default())),
+            index: 0,
+        };
+        assert!(
+            !job.control().is_cancelled(),
+            "its own cancellation has not come"
+        );
+        assert!(!job.attach(0, 1), "but its sink is stopped: it is not sent");
+        let live = &jobs(&[1])[0];
+        assert!(live.attach(0, 2), "a task of a live sink is sent");
     }
 
     #[test]
