@@ -7,6 +7,7 @@
 //! run_concurrently!( [MODIFIER, ... ;] for ITERATOR )
 //! run_concurrently!( [MODIFIER, ... ;] dag { ... } )   (see `dag/`)
 //! MODIFIER := async | try | all | describe   (`describe`: a dag's graph as DOT text)
+//!           | progress(EXPR)                (a collection's progress, to a renderer)
 //! ```
 //!
 //! `try` and `all` choose how failures are reported (see [`Mode`]); `async` makes
@@ -24,7 +25,7 @@ use crate::attr::did_you_mean;
 use crate::errors::Errors;
 use crate::private::Private;
 
-const MODIFIERS: &[&str] = &["async", "try", "all", "describe"];
+const MODIFIERS: &[&str] = &["async", "try", "all", "describe", "progress"];
 
 /// How a group reports failures.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,8 @@ const USAGE: &str = "expected task calls, e.g. `run_concurrently!(fetch(1), crun
 /// One parsed invocation.
 pub(crate) struct Invocation {
     modifiers: Vec<Ident>,
+    /// `progress(renderer)`, each one written.
+    progress: Vec<(Ident, Expr)>,
     body: Body,
 }
 
@@ -89,6 +92,8 @@ pub(crate) struct Checked {
     is_async: bool,
     /// `describe;`: the dag's graph as text, nothing run.
     describe: bool,
+    /// `progress(renderer)`: the collection's progress goes to `renderer`.
+    progress: Option<Expr>,
     mode: Mode,
     body: CheckedBody,
 }
@@ -101,18 +106,42 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Invocation> {
         ));
     }
     let (modifier_tokens, rest) = split_at_semicolon(tokens);
+    let mut progress = Vec::new();
     let modifiers = match modifier_tokens {
         None => Vec::new(),
         Some(tokens) => {
-            let parser = |input: ParseStream<'_>| {
-                Punctuated::<Ident, Token![,]>::parse_terminated_with(input, Ident::parse_any)
+            let parser = |input: ParseStream<'_>| -> syn::Result<Vec<Ident>> {
+                let mut idents = Vec::new();
+                while !input.is_empty() {
+                    let ident = Ident::parse_any(input)?;
+                    if input.peek(syn::token::Paren) {
+                        let content;
+                        syn::parenthesized!(content in input);
+                        let argument: Expr = content.parse()?;
+                        if ident != "progress" {
+                            return Err(syn::Error::new(
+                                ident.span(),
+                                format!("the modifier `{ident}` takes no argument"),
+                            ));
+                        }
+                        progress.push((ident, argument));
+                    } else {
+                        idents.push(ident);
+                    }
+                    if input.is_empty() {
+                        break;
+                    }
+                    input.parse::<Token![,]>()?;
+                }
+                Ok(idents)
             };
-            parser
-                .parse2(tokens)
-                .map(|list| list.into_iter().collect())
-                .map_err(|e| {
+            parser.parse2(tokens).map_err(|e| {
+                if e.to_string().contains("takes no argument") {
+                    e
+                } else {
                     syn::Error::new(e.span(), "expected modifiers before `;`, e.g. `async;`")
-                })?
+                }
+            })?
         }
     };
     let parser = |input: ParseStream<'_>| -> syn::Result<Body> {
@@ -147,7 +176,11 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Invocation> {
         Ok(Body::Calls(calls.into_iter().collect()))
     };
     let body = parser.parse2(rest)?;
-    Ok(Invocation { modifiers, body })
+    Ok(Invocation {
+        modifiers,
+        progress,
+        body,
+    })
 }
 
 /// Splits `async; a(), b()` into `async` and `a(), b()`; only a `;` at the top
@@ -192,6 +225,14 @@ impl Invocation {
                     describe = Some(modifier);
                     continue;
                 }
+                "progress" => {
+                    errors.spanned(
+                        modifier,
+                        "`progress` takes the renderer of the collection's progress: \
+                         `progress(bar)`, or a closure `progress(|status| ..)`",
+                    );
+                    continue;
+                }
                 "try" => Mode::FailFast,
                 "all" => Mode::CollectAll,
                 _ => {
@@ -199,7 +240,9 @@ impl Invocation {
                     if let Some(near) = did_you_mean(&text, MODIFIERS) {
                         message.push_str(&format!("; did you mean `{near}`?"));
                     }
-                    message.push_str("\nvalid modifiers: `async`, `try`, `all`, `describe`");
+                    message.push_str(
+                        "\nvalid modifiers: `async`, `try`, `all`, `describe`, `progress(..)`",
+                    );
                     errors.spanned(modifier, message);
                     continue;
                 }
@@ -233,6 +276,17 @@ impl Invocation {
                 );
             }
         }
+        for (index, (ident, _)) in self.progress.iter().enumerate() {
+            if index > 0 {
+                errors.spanned(ident, "duplicate modifier `progress`");
+            } else if !matches!(self.body, Body::Each { .. }) {
+                errors.spanned(
+                    ident,
+                    "`progress(..)` reports the tasks of a collection as they end: it needs the \
+                     `for` form, e.g. `run_concurrently!(progress(bar); for urls.into_iter().map(fetch))`",
+                );
+            }
+        }
         let mode = mode.map_or(Mode::Values, |(mode, _)| mode);
         let body = match self.body {
             Body::Calls(calls) => {
@@ -260,6 +314,11 @@ impl Invocation {
         Ok(Checked {
             is_async,
             describe: describe.is_some(),
+            progress: self
+                .progress
+                .into_iter()
+                .next()
+                .map(|(_, renderer)| renderer),
             mode,
             body,
         })
@@ -376,7 +435,12 @@ impl Checked {
         let tasks = Ident::new("__concurrency_tasks", at);
         let kinds = Ident::new("__concurrency_kinds", at);
         let marker = self.mode.marker(private);
-        let run = quote_spanned!(at=> #private::run_all::<_, #marker>(#tasks));
+        let run = match &self.progress {
+            None => quote_spanned!(at=> #private::run_all::<_, #marker>(#tasks)),
+            Some(renderer) => {
+                quote_spanned!(at=> #private::run_all_with_progress::<_, #marker>(#tasks, #renderer))
+            }
+        };
         if self.is_async {
             let finish = self.mode.finish(private, quote_spanned!(at=> #run.await));
             quote_spanned! {at=> {

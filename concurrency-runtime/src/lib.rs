@@ -51,6 +51,7 @@ mod placement;
 mod policy;
 #[cfg(all(feature = "process", target_os = "linux"))]
 pub mod process;
+pub mod progress;
 mod runtime;
 mod sync;
 mod task;
@@ -216,6 +217,7 @@ pub use concurrency_macros::cpu_task;
 /// | `run_concurrently!(async; for iter)` | a future of that `Vec` |
 /// | `run_concurrently!(dag { let a = f(x); let b = g(a); .. (a, b) })` | the final expression: tasks that use each other's results (see below) |
 /// | `run_concurrently!(describe; dag { .. })` | the dag's graph as Graphviz DOT text; nothing runs |
+/// | `run_concurrently!(progress(bar); for iter)` | as `for`; each task is reported to `bar` as it ends (see [`progress`]) |
 ///
 /// Each argument must be a call to an `#[io_task]` or `#[cpu_task]` function (or a
 /// method call returning such a task); the calls are evaluated in order, at the

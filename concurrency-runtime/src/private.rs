@@ -2,7 +2,8 @@
 //! any release (the macro crate is pinned with `=`).
 
 pub use crate::group::{
-    Child, CollectAll, Cons, End, FailFast, Group, Values, run_all, settled, value,
+    Child, CollectAll, Cons, End, FailFast, Group, Values, run_all, run_all_with_progress, settled,
+    value,
 };
 #[cfg(all(feature = "process", target_os = "linux"))]
 pub use crate::placement::Process;

@@ -9,7 +9,9 @@ use super::mode::Mode;
 use crate::error::TaskError;
 use crate::placement::{Placement, Tasks};
 use crate::policy::Attempted;
+use crate::progress::{FinishOnDrop, Progress, Reporter};
 use crate::sync::Woken;
+use std::sync::Arc;
 
 /// The collection form: starts every task at once (async tasks each as a tokio
 /// task, like a `JoinSet`), then polls only the tasks that were woken, so that a
@@ -17,7 +19,26 @@ use crate::sync::Woken;
 /// fail-fast mode, the first failure returns at once. Dropping this future drops
 /// the tasks, which cancels them.
 pub async fn run_all<P: Placement, M: Mode<P>>(tasks: Tasks<P>) -> Result<Vec<M::Item>, M::Error> {
-    let tasks = match P::batch(tasks, M::finish) {
+    run_reporting::<P, M>(tasks, None).await
+}
+
+/// `run_concurrently!(progress(renderer); for ..)`: [`run_all`], telling `progress`
+/// of each task that ends (see the `progress` module).
+pub async fn run_all_with_progress<P: Placement, M: Mode<P>>(
+    tasks: Tasks<P>,
+    progress: impl Progress,
+) -> Result<Vec<M::Item>, M::Error> {
+    let reporter = Reporter::new(progress, tasks.len());
+    run_reporting::<P, M>(tasks, Some(reporter)).await
+}
+
+async fn run_reporting<P: Placement, M: Mode<P>>(
+    tasks: Tasks<P>,
+    reporter: Option<Arc<Reporter>>,
+) -> Result<Vec<M::Item>, M::Error> {
+    // The report ends with the collection, however it ends.
+    let _finish = FinishOnDrop(reporter.clone());
+    let tasks = match P::batch(tasks, M::finish, reporter.as_ref()) {
         Ok(batch) => return batch.await,
         Err(tasks) => tasks,
     };
@@ -55,8 +76,16 @@ pub async fn run_all<P: Placement, M: Mode<P>>(tasks: Tasks<P>) -> Result<Vec<M:
                 Poll::Ready(Ok(item)) => {
                     slots.finish(index, item);
                     remaining -= 1;
+                    if let Some(reporter) = &reporter {
+                        reporter.ended(1);
+                    }
                 }
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Err(error)) => {
+                    if let Some(reporter) = &reporter {
+                        reporter.ended(1);
+                    }
+                    return Poll::Ready(Err(error));
+                }
             }
         }
         if remaining == 0 {

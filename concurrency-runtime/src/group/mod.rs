@@ -19,7 +19,7 @@ mod one;
 mod tuple;
 
 pub use child::Child;
-pub use collection::run_all;
+pub use collection::{run_all, run_all_with_progress};
 pub(crate) use mode::Mode;
 pub(crate) use mode::settle;
 pub use mode::{CollectAll, FailFast, Values, settled, value};

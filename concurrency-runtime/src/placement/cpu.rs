@@ -15,6 +15,7 @@ use crate::cancel::{self, CancelSource};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
 use crate::policy::{self, Bodies, Named, Permit, Policied, Policy};
+use crate::progress::Reporter;
 use crate::runtime::{self, Helpable};
 use crate::sync::{Completion, lock};
 
@@ -140,6 +141,7 @@ where
     fn batch<I: Send + 'static, E: Send + 'static>(
         tasks: Tasks<Self>,
         finish: Finish<T, I, E>,
+        reporter: Option<&Arc<Reporter>>,
     ) -> Result<BatchFuture<I, E>, Tasks<Self>> {
         // Tasks with options are supervised one by one.
         if !tasks.iter().all(|task| task.options.is_plain()) {
@@ -150,6 +152,7 @@ where
                 .into_iter()
                 .map(|task| (*task.name, task.placement.body.into_first())),
             finish,
+            reporter.cloned(),
         ))
     }
 

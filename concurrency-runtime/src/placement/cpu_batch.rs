@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use crate::cancel::{self, CancelSource};
 use crate::error::TaskError;
 use crate::kind::TaskKind;
+use crate::progress::Reporter;
 use crate::runtime::{self, Helpable};
 use crate::sync::{WakerCell, lock};
 
@@ -45,6 +46,7 @@ type Claimed<T> = UnsafeCell<Option<T>>;
 pub(crate) fn start<F, T, I, E>(
     tasks: impl Iterator<Item = (&'static str, F)>,
     finish: Finish<T, I, E>,
+    reporter: Option<Arc<Reporter>>,
 ) -> BatchFuture<I, E>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -65,6 +67,7 @@ where
         stop: AtomicBool::new(false),
         failure: Mutex::new(None),
         waker: WakerCell::default(),
+        reporter,
     });
     for _ in 0..threads.min(count) {
         let batch = Arc::clone(&batch);
@@ -95,6 +98,8 @@ struct Batch<F, T, I, E> {
     /// The first failure that stopped the group.
     failure: Mutex<Option<E>>,
     waker: WakerCell,
+    /// `progress(..)`: told of each task that ends.
+    reporter: Option<Arc<Reporter>>,
 }
 
 // SAFETY: `bodies[i]` and `results[i]` are touched by one thread at a time: the
@@ -153,6 +158,9 @@ where
         };
         let outcome = catch_unwind(AssertUnwindSafe(body))
             .map_err(|payload| TaskError::panicked(name, payload));
+        if let Some(reporter) = &self.reporter {
+            reporter.ended(1);
+        }
         match (self.finish)(name, outcome, Vec::new()) {
             Ok(item) => {
                 // SAFETY: as above, for this task's result slot; it is read only after
@@ -296,7 +304,7 @@ mod tests {
                 index * 2
             })
         });
-        let items = block_on(start(tasks, keep)).expect("infallible");
+        let items = block_on(start(tasks, keep, None)).expect("infallible");
         assert_eq!(items, (0..2000).map(|index| index * 2).collect::<Vec<_>>());
         assert_eq!(
             drops.load(Ordering::SeqCst),
@@ -334,6 +342,7 @@ mod tests {
             start(
                 std::iter::once(("t", first)).chain(rest.map(|body| ("t", body))),
                 fail_on_panic,
+                None,
             )
         });
         release.wait();

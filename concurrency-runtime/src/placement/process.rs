@@ -16,6 +16,7 @@ use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::process::parent::{Answer, Control, Job, Sink, submit};
 use crate::process::registry::{self, ProcessEntry};
 use crate::process::{protocol, wire};
+use crate::progress::Reporter;
 use crate::sync::Completion;
 
 /// Where a `#[cpu_task(process)]` function runs: a worker process of the pool. Its
@@ -271,6 +272,7 @@ where
     fn batch<I: Send + 'static, E: Send + 'static>(
         tasks: Tasks<Self>,
         finish: Finish<R, I, E>,
+        reporter: Option<&Arc<Reporter>>,
     ) -> Result<BatchFuture<I, E>, Tasks<Self>> {
         // Tasks with options are supervised one by one.
         if !tasks.iter().all(|task| task.options.is_plain()) {
@@ -285,6 +287,7 @@ where
             tasks.into_iter(),
             decode,
             finish,
+            reporter.cloned(),
         ))
     }
 

@@ -26,6 +26,7 @@ use crate::error::{SerializationStage, TaskError};
 use crate::process::parent::{self, Answer, Control, Job, Sink};
 use crate::process::registry::ProcessEntry;
 use crate::process::wire;
+use crate::progress::Reporter;
 use crate::sync::{WakerCell, lock};
 
 /// How a task's result is decoded.
@@ -76,6 +77,7 @@ pub(crate) fn start<T, R, I, E>(
     tasks: impl Iterator<Item = T>,
     decode: DecodeResult<R>,
     finish: Finish<R, I, E>,
+    reporter: Option<Arc<Reporter>>,
 ) -> BatchFuture<I, E>
 where
     T: Request,
@@ -99,6 +101,7 @@ where
         stopped: AtomicBool::new(false),
         failure: Mutex::new(None),
         waker: WakerCell::default(),
+        reporter,
     });
     let sink: Arc<dyn Sink> = Arc::clone(&batch) as Arc<dyn Sink>;
     let mut tasks = tasks.into_iter();
@@ -171,6 +174,8 @@ struct Batch<R, I, E> {
     /// The failure that stopped the group.
     failure: Mutex<Option<E>>,
     waker: WakerCell,
+    /// `progress(..)`: told of the tasks that end, per read of answers.
+    reporter: Option<Arc<Reporter>>,
 }
 
 impl<R, I, E> Batch<R, I, E> {
@@ -240,6 +245,9 @@ where
     }
 
     fn settle(&self, count: usize) -> Option<Waker> {
+        if let Some(reporter) = &self.reporter {
+            reporter.ended(count);
+        }
         // Counted once per driver's read, not per task: the drivers share this word.
         let done = self.done.fetch_add(count, Ordering::AcqRel) + count;
         if done == self.controls.len() || self.stopped.load(Ordering::Acquire) {

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::cpu_batch::{BatchFuture, Finish};
@@ -11,6 +12,7 @@ use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
 use crate::observe::{self, Site};
 use crate::policy::{Attempted, Options, Policy};
+use crate::progress::Reporter;
 
 pin_project_lite::pin_project! {
     /// A task value: what calling a `#[io_task]` or `#[cpu_task]` function returns. It
@@ -223,8 +225,9 @@ pub trait Placement: Send + Sized + 'static {
     fn batch<I: Send + 'static, E: Send + 'static>(
         tasks: Tasks<Self>,
         finish: Finish<Self::Output, I, E>,
+        reporter: Option<&Arc<Reporter>>,
     ) -> Result<BatchFuture<I, E>, Tasks<Self>> {
-        let _ = finish;
+        let _ = (finish, reporter);
         Err(tasks)
     }
 
