@@ -1,4 +1,5 @@
-//! Seeing what runs (Cargo feature `tracing`): the blocking detector.
+//! Seeing what runs (Cargo feature `tracing`): a span per task attempt (see
+//! `Attempt`, and README's "Seeing what runs"), and the blocking detector.
 //!
 //! Every poll of an async task passes through the library's guard; with the feature
 //! on, the guard times it. A poll longer than the threshold (default 10 ms, from
@@ -20,6 +21,8 @@
 //! feature off, nothing of this is compiled: a task value carries no call site and a
 //! poll is not timed.
 
+use crate::error::{TaskError, TaskErrorKind};
+use crate::kind::TaskKind;
 #[cfg(feature = "tracing")]
 use std::collections::HashSet;
 #[cfg(feature = "tracing")]
@@ -98,6 +101,213 @@ impl Watch {
         {
             poll()
         }
+    }
+}
+
+/// Where and under which span a task was called: the parent of its attempts' spans
+/// (with the feature; nothing without it). The span is kept only when a subscriber
+/// is installed, boxed: a task value carries this, and stays small.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) site: Site,
+    #[cfg(feature = "tracing")]
+    parent: Option<Box<tracing::Span>>,
+}
+
+impl Origin {
+    /// The caller's call site (through `#[track_caller]`) and current span.
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn here() -> Self {
+        Origin {
+            site: here(),
+            #[cfg(feature = "tracing")]
+            parent: tracing::dispatcher::has_been_set().then(|| Box::new(tracing::Span::current())),
+        }
+    }
+}
+
+/// One attempt of a task, as a `tracing` span (target `concurrency_runtime::task`,
+/// name `task`): entered around every poll or run, wherever it runs, with the fields
+/// `task`, `placement`, `attempt` and `call_site`, and on close `outcome`, `wait_us`
+/// (from its start to its first poll or run: queued, or waiting for a thread) and
+/// `run_us` (from then to its end). Nothing without the feature; one pointer, and no
+/// clock read, when no subscriber wants the span.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    #[cfg(feature = "tracing")]
+    inner: Option<Box<Traced>>,
+}
+
+/// An attempt whose span is enabled.
+#[cfg(feature = "tracing")]
+#[derive(Debug)]
+struct Traced {
+    span: tracing::Span,
+    created: Instant,
+    started: Option<Instant>,
+}
+
+impl Attempt {
+    /// Attempt `number` (from 1) of task `name`, which runs on `placement`.
+    #[inline(always)]
+    pub(crate) fn new(
+        origin: &Origin,
+        name: &'static str,
+        placement: TaskKind,
+        number: u32,
+    ) -> Self {
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = (origin, name, placement, number);
+            Attempt {}
+        }
+        #[cfg(feature = "tracing")]
+        {
+            if !tracing::dispatcher::has_been_set() {
+                return Attempt { inner: None };
+            }
+            Attempt {
+                inner: traced(origin, name, placement, number),
+            }
+        }
+    }
+
+    /// Runs one poll or the body inside the attempt's span.
+    #[inline(always)]
+    pub(crate) fn run<R>(&mut self, run: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "tracing")]
+        if let Some(traced) = self.inner.as_mut() {
+            if traced.started.is_none() {
+                traced.started = Some(Instant::now());
+            }
+            return traced.span.in_scope(run);
+        }
+        run()
+    }
+
+    /// The attempt ended with `outcome` (see [`outcome`]); its span closes.
+    #[inline(always)]
+    pub(crate) fn finish(&mut self, outcome: &'static str) {
+        #[cfg(feature = "tracing")]
+        if let Some(traced) = self.inner.take() {
+            let now = Instant::now();
+            let started = traced.started.unwrap_or(now);
+            let span = &traced.span;
+            span.record("outcome", outcome);
+            span.record(
+                "wait_us",
+                started.duration_since(traced.created).as_micros() as u64,
+            );
+            span.record("run_us", now.duration_since(started).as_micros() as u64);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = outcome;
+    }
+}
+
+/// The span of an attempt, if a subscriber wants it.
+#[cfg(feature = "tracing")]
+#[cold]
+fn traced(
+    origin: &Origin,
+    name: &'static str,
+    placement: TaskKind,
+    number: u32,
+) -> Option<Box<Traced>> {
+    let parent = origin.parent.as_deref().and_then(tracing::Span::id);
+    let span = tracing::info_span!(
+        target: "concurrency_runtime::task",
+        parent: parent,
+        "task",
+        task = name,
+        placement = %placement,
+        attempt = number,
+        call_site = %origin.site,
+        outcome = tracing::field::Empty,
+        wait_us = tracing::field::Empty,
+        run_us = tracing::field::Empty,
+    );
+    (!span.is_disabled()).then(|| {
+        Box::new(Traced {
+            span,
+            created: Instant::now(),
+            started: None,
+        })
+    })
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            // Dropped before its end: by a panic of its body, or its group or deadline.
+            let outcome = if std::thread::panicking() {
+                "panicked"
+            } else {
+                "cancelled"
+            };
+            self.finish(outcome);
+        }
+    }
+}
+
+/// An attempt made at its first poll: for an async task polled in place, whose task
+/// value has nowhere else to keep it (nothing without the feature).
+#[derive(Debug, Default)]
+pub(crate) struct Lazy {
+    #[cfg(feature = "tracing")]
+    attempt: Option<Attempt>,
+}
+
+impl Lazy {
+    /// Runs one poll inside the (first) attempt's span.
+    #[inline(always)]
+    pub(crate) fn run<R>(
+        &mut self,
+        origin: &Origin,
+        name: &'static str,
+        placement: TaskKind,
+        run: impl FnOnce() -> R,
+    ) -> R {
+        #[cfg(feature = "tracing")]
+        {
+            self.attempt
+                .get_or_insert_with(|| Attempt::new(origin, name, placement, 1))
+                .run(run)
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = (origin, name, placement);
+            run()
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn finish(&mut self, outcome: &'static str) {
+        #[cfg(feature = "tracing")]
+        if let Some(attempt) = self.attempt.as_mut() {
+            attempt.finish(outcome);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = outcome;
+    }
+}
+
+/// The outcome of an attempt, as its span records it.
+pub(crate) fn outcome<T>(result: &Result<T, TaskError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(error) => match error.kind() {
+            TaskErrorKind::Failed { .. } => "failed",
+            TaskErrorKind::TimedOut { .. } => "timed out",
+            TaskErrorKind::Panicked { .. } => "panicked",
+            TaskErrorKind::Cancelled => "cancelled",
+            TaskErrorKind::Crashed { .. } => "crashed",
+            TaskErrorKind::Serialization { .. } => "serialization failed",
+            TaskErrorKind::Worker { .. } => "worker failed",
+            TaskErrorKind::Upstream { .. } => "did not run",
+        },
     }
 }
 

@@ -305,7 +305,7 @@ impl<F> Bodies<F> {
 }
 
 /// Starts a task with options: the supervision of its attempts. `attempt` starts one
-/// attempt from a body; it takes the permit of the task's limit along if the attempt
+/// attempt from a body (and its number, from 1); it takes the permit of the task's limit along if the attempt
 /// may outlive its future (a thread runs on), else the permit is held until the
 /// attempt's future ends. (A task without options starts its single attempt
 /// directly, as [`Policied::Plain`], and never reaches this.)
@@ -314,7 +314,7 @@ pub(crate) fn start_supervised<F, P, T>(
     options: Options,
     bodies: Bodies<F>,
     judge: Judge<T>,
-    attempt: impl Fn(F, &mut Option<Permit>) -> P + Send + 'static,
+    attempt: impl Fn(F, &mut Option<Permit>, u32) -> P + Send + 'static,
 ) -> Policied<P, T>
 where
     F: Send + 'static,
@@ -324,6 +324,7 @@ where
     let policy = options.0.map_or(Policy::NONE, |options| options.policy);
     let Bodies { first, mut again } = bodies;
     let mut first = Some(first);
+    let mut number = 0;
     Policied::supervised(
         name,
         supervise(
@@ -332,7 +333,8 @@ where
             judge,
             Box::new(move |permit| {
                 let body = first.take().or_else(|| again.as_mut().map(|make| make()))?;
-                Some(Box::pin(attempt(body, permit)) as AttemptFuture<T>)
+                number += 1;
+                Some(Box::pin(attempt(body, permit, number)) as AttemptFuture<T>)
             }),
         ),
     )

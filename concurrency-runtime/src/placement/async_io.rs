@@ -13,7 +13,7 @@ use super::output::{OutputKind, Value, judge};
 use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::{Site, Watch};
+use crate::observe::{self, Attempt, Lazy, Origin, Site, Watch};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::runtime::{self, in_tokio_context, runtime};
 
@@ -33,6 +33,8 @@ pin_project_lite::pin_project! {
         // Pinned only when a group polls the task in place (`poll_in_place`).
         #[pin]
         future: Bodies<F>,
+        // The span of a task polled in place (feature `tracing`; nothing otherwise).
+        attempt: Lazy,
         output: PhantomData<fn() -> O>,
     }
 }
@@ -70,6 +72,7 @@ where
     fn of(future: Bodies<F>) -> Self {
         AsyncIo {
             future,
+            attempt: Lazy::default(),
             output: PhantomData,
         }
     }
@@ -125,7 +128,8 @@ where
         Policied::Plain {
             attempt: attempt(
                 task.name,
-                task.site,
+                &task.origin,
+                1,
                 task.placement.future.into_first(),
                 start,
             ),
@@ -133,7 +137,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running {
-        let (name, site) = (task.name, task.site);
+        let (name, origin) = (task.name, task.origin);
         // What the group knew about the tokio context holds for its first poll; each
         // attempt of a task with options (a retry, polled later) looks again.
         let start = match start {
@@ -146,7 +150,7 @@ where
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
-            move |future, _permit| attempt(name, site, future, start),
+            move |future, _permit, number| attempt(name, &origin, number, future, start),
         )
     }
 
@@ -162,13 +166,22 @@ where
         start: Start,
     ) -> Poll<Result<F::Output, TaskError>> {
         let task = task.project();
-        poll_guarded(
-            task.placement.project().future.first_pinned(),
-            cx,
-            task.name,
-            task.site,
-            start == Start::InContext,
-        )
+        let placement = task.placement.project();
+        let name = *task.name;
+        let attempt = placement.attempt;
+        let polled = attempt.run(task.origin, name, TaskKind::AsyncIo, || {
+            poll_guarded(
+                placement.future.first_pinned(),
+                cx,
+                name,
+                &task.origin.site,
+                start == Start::InContext,
+            )
+        });
+        if let Poll::Ready(result) = &polled {
+            attempt.finish(observe::outcome(result));
+        }
+        polled
     }
 
     fn detach(task: TaskValue<Self>) -> Self::Detached {
@@ -177,20 +190,25 @@ where
         }
         Policied::Plain {
             attempt: Detached {
-                joined: spawn(task.name, task.site, task.placement.future.into_first()),
+                joined: spawn(
+                    task.name,
+                    &task.origin,
+                    1,
+                    task.placement.future.into_first(),
+                ),
             },
         }
     }
 
     fn detach_supervised(task: TaskValue<Self>) -> Self::Detached {
-        let (name, site) = (task.name, task.site);
+        let (name, origin) = (task.name, task.origin);
         policy::start_supervised(
             name,
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
-            move |future, _permit| Detached {
-                joined: spawn(name, site, future),
+            move |future, _permit, number| Detached {
+                joined: spawn(name, &origin, number, future),
             },
         )
     }
@@ -202,7 +220,13 @@ where
 
 /// Starts one attempt of an async task.
 #[inline]
-fn attempt<F>(name: &'static &'static str, site: Site, future: F, start: Start) -> AsyncRunning<F>
+fn attempt<F>(
+    name: &'static &'static str,
+    origin: &Origin,
+    number: u32,
+    future: F,
+    start: Start,
+) -> AsyncRunning<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -212,7 +236,8 @@ where
             guarded: Guarded {
                 future,
                 name,
-                site,
+                site: origin.site,
+                attempt: Attempt::new(origin, name, TaskKind::AsyncIo, number),
                 has_context: (start == Start::InContext).then_some(true),
             },
         },
@@ -223,7 +248,8 @@ where
         Start::Spawned => AsyncRunning::Spawned {
             joined: spawn(
                 name,
-                site,
+                origin,
+                number,
                 Box::pin(future) as Pin<Box<dyn Future<Output = F::Output> + Send>>,
             ),
         },
@@ -236,14 +262,20 @@ where
 ///
 /// The spawned future is the body and nothing else (see [`InTask`]): tokio catches a
 /// panic, and the join handle, which knows the task's name, reports it.
-fn spawn<F>(name: &'static &'static str, site: Site, future: F) -> Joined<F::Output>
+fn spawn<F>(
+    name: &'static &'static str,
+    origin: &Origin,
+    number: u32,
+    future: F,
+) -> Joined<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let future = InTask {
         future,
-        watch: Watch::new(name, site),
+        watch: Watch::new(name, origin.site),
+        attempt: Attempt::new(origin, name, TaskKind::AsyncIo, number),
     };
     let handle = match Handle::try_current() {
         Ok(handle) if !runtime::spawn_async_on_embedded() => handle.spawn(future),
@@ -262,8 +294,10 @@ pin_project_lite::pin_project! {
     struct InTask<F> {
         #[pin]
         future: F,
-        // For the blocking detector (feature `tracing`; nothing otherwise).
+        // For the blocking detector and the attempt's span (feature `tracing`;
+        // nothing otherwise).
         watch: Watch,
+        attempt: Attempt,
     }
 }
 
@@ -273,9 +307,17 @@ impl<F: Future> Future for InTask<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let future = this.future;
-        this.watch
-            .poll(|| TaskKind::AsyncIo.enter(|| future.poll(cx)))
+        let (future, watch) = (this.future, *this.watch);
+        // (A panic of the body unwinds through here: the attempt, dropped with the
+        // task, says it panicked only if it is still running then; tokio catches the
+        // panic first, so the span says "cancelled" for a spawned task's panic.)
+        let polled = this
+            .attempt
+            .run(|| watch.poll(|| TaskKind::AsyncIo.enter(|| future.poll(cx))));
+        if polled.is_ready() {
+            this.attempt.finish("ok");
+        }
+        polled
     }
 }
 
@@ -337,8 +379,10 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         name: &'static str,
-        // Where the task was called (feature `tracing`; nothing otherwise).
+        // Where the task was called, and the attempt's span (feature `tracing`;
+        // nothing otherwise).
         site: Site,
+        attempt: Attempt,
         // Whether the first poll found a tokio context (looked up once: the lookup
         // clones the handle).
         has_context: Option<bool>,
@@ -352,7 +396,14 @@ impl<F: Future> Future for Guarded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let has_context = *this.has_context.get_or_insert_with(in_tokio_context);
-        poll_guarded(this.future, cx, this.name, this.site, has_context)
+        let (future, name, site) = (this.future, *this.name, this.site);
+        let polled = this
+            .attempt
+            .run(|| poll_guarded(future, cx, name, site, has_context));
+        if let Poll::Ready(result) = &polled {
+            this.attempt.finish(observe::outcome(result));
+        }
+        polled
     }
 }
 

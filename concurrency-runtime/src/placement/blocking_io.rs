@@ -11,6 +11,7 @@ use super::seam::{Placement, Start, TaskValue};
 use crate::cancel::CancelFlag;
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
+use crate::observe::{Attempt, Origin};
 use crate::policy::{self, Bodies, Named, Permit, Policied, Policy};
 use crate::runtime::runtime;
 
@@ -109,7 +110,13 @@ where
             return (supervisor.start)(task, start);
         }
         Policied::Plain {
-            attempt: attempt(task.name, task.placement.body.into_first(), None),
+            attempt: attempt(
+                task.name,
+                &task.origin,
+                1,
+                task.placement.body.into_first(),
+                None,
+            ),
         }
     }
 
@@ -118,13 +125,13 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
-        let name = task.name;
+        let (name, origin) = (task.name, task.origin);
         policy::start_supervised(
             name,
             task.options,
             task.placement.body,
             judge::<O, T>(),
-            move |body, permit| attempt(name, body, permit.take()),
+            move |body, permit, number| attempt(name, &origin, number, body, permit.take()),
         )
     }
 
@@ -138,18 +145,28 @@ where
 }
 
 /// Starts one attempt of a blocking task on the blocking pool.
-fn attempt<F, T>(name: &'static &'static str, body: F, permit: Option<Permit>) -> BlockingRunning<T>
+fn attempt<F, T>(
+    name: &'static &'static str,
+    origin: &Origin,
+    number: u32,
+    body: F,
+    permit: Option<Permit>,
+) -> BlockingRunning<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let cancel = CancelFlag::default();
     let flag = cancel.clone();
+    let mut attempt = Attempt::new(origin, name, TaskKind::BlockingIo, number);
     let handle = runtime().spawn_blocking(move || {
         // Held until the body returns, so that `limit` counts work that outlived a
         // timeout.
         let _permit = permit;
-        flag.scope(|| TaskKind::BlockingIo.enter(body))
+        // (A panic unwinds through here: the attempt, dropped, says it panicked.)
+        let value = attempt.run(|| flag.scope(|| TaskKind::BlockingIo.enter(body)));
+        attempt.finish("ok");
+        value
     });
     BlockingRunning {
         joined: Joined {

@@ -14,6 +14,7 @@ use super::seam::{Placement, Start, TaskValue, Tasks};
 use crate::cancel::{self, CancelSource};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
+use crate::observe::{Attempt, Origin};
 use crate::policy::{self, Bodies, Named, Permit, Policied, Policy};
 use crate::progress::Reporter;
 use crate::runtime::{self, Helpable};
@@ -112,7 +113,14 @@ where
             return (supervisor.start)(task, start);
         }
         Policied::Plain {
-            attempt: attempt(task.name, task.placement.body.into_first(), None, true),
+            attempt: attempt(
+                task.name,
+                &task.origin,
+                1,
+                task.placement.body.into_first(),
+                None,
+                true,
+            ),
         }
     }
 
@@ -121,7 +129,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
-        let name = task.name;
+        let (name, origin) = (task.name, task.origin);
         // The thread that waits for a task with a deadline must watch the deadline,
         // not run the task's body itself.
         let helpable = task.options.timeout().is_none();
@@ -130,7 +138,9 @@ where
             task.options,
             task.placement.body,
             judge::<O, T>(),
-            move |body, permit| attempt(name, body, permit.take(), helpable),
+            move |body, permit, number| {
+                attempt(name, &origin, number, body, permit.take(), helpable)
+            },
         )
     }
 
@@ -148,9 +158,10 @@ where
             return Err(tasks);
         }
         Ok(cpu_batch::start(
-            tasks
-                .into_iter()
-                .map(|task| (*task.name, task.placement.body.into_first())),
+            tasks.into_iter().map(|task| {
+                let attempt = Attempt::new(&task.origin, task.name, TaskKind::Cpu, 1);
+                (*task.name, task.placement.body.into_first(), attempt)
+            }),
             finish,
             reporter.cloned(),
         ))
@@ -169,6 +180,8 @@ where
 /// by a rayon thread that waits for its group (see `executor::offer_help`).
 fn attempt<F, T>(
     name: &'static str,
+    origin: &Origin,
+    number: u32,
     body: F,
     permit: Option<Permit>,
     helpable: bool,
@@ -178,8 +191,9 @@ where
     T: Send + 'static,
 {
     // One allocation holds the body, the result, the waker and the cancellation flag.
+    let attempt = Attempt::new(origin, name, TaskKind::Cpu, number);
     let job = Arc::new(CpuJob {
-        parts: Mutex::new(Some((body, permit))),
+        parts: Mutex::new(Some((body, permit, attempt))),
         result: Completion::default(),
         cancelled: AtomicBool::new(false),
     });
@@ -199,7 +213,7 @@ where
 struct CpuJob<F, T> {
     /// The body, and the permit of the task's limit, held until the body returns so
     /// that `limit` counts work that outlived a timeout.
-    parts: Mutex<Option<(F, Option<Permit>)>>,
+    parts: Mutex<Option<(F, Option<Permit>, Attempt)>>,
     result: Completion<std::thread::Result<T>>,
     /// Raised when the waiting side goes away (timeout, cancellation, drop).
     cancelled: AtomicBool,
@@ -217,7 +231,7 @@ where
     T: Send + 'static,
 {
     fn run_if_unclaimed(self: Arc<Self>) -> bool {
-        let Some((body, permit)) = lock(&self.parts).take() else {
+        let Some((body, permit, mut attempt)) = lock(&self.parts).take() else {
             return false;
         };
         // The task's future was dropped before this job started: never run it.
@@ -225,9 +239,12 @@ where
             return false;
         }
         let source: Arc<dyn CancelSource> = self.clone();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            cancel::scope(source, || TaskKind::Cpu.enter(body))
-        }));
+        let result = attempt.run(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                cancel::scope(source, || TaskKind::Cpu.enter(body))
+            }))
+        });
+        attempt.finish(if result.is_ok() { "ok" } else { "panicked" });
         drop(permit);
         self.result.complete(result);
         true

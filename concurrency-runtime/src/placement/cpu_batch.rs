@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use crate::cancel::{self, CancelSource};
 use crate::error::TaskError;
 use crate::kind::TaskKind;
+use crate::observe::{self, Attempt};
 use crate::progress::Reporter;
 use crate::runtime::{self, Helpable};
 use crate::sync::{WakerCell, lock};
@@ -42,9 +43,12 @@ pub type BatchFuture<I, E> = Pin<Box<dyn Future<Output = Result<Vec<I>, E>> + Se
 /// A slot that only the thread that claimed its index touches (see `Batch`).
 type Claimed<T> = UnsafeCell<Option<T>>;
 
+/// A task of a batch: its name, its body, and its attempt's span (feature `tracing`).
+type Body<F> = (&'static str, F, Attempt);
+
 /// Starts the batch of `tasks` (name and body each) on rayon.
 pub(crate) fn start<F, T, I, E>(
-    tasks: impl Iterator<Item = (&'static str, F)>,
+    tasks: impl Iterator<Item = (&'static str, F, Attempt)>,
     finish: Finish<T, I, E>,
     reporter: Option<Arc<Reporter>>,
 ) -> BatchFuture<I, E>
@@ -54,8 +58,7 @@ where
     I: Send + 'static,
     E: Send + 'static,
 {
-    let bodies: Box<[Claimed<(&'static str, F)>]> =
-        tasks.map(|task| UnsafeCell::new(Some(task))).collect();
+    let bodies: Box<[Claimed<Body<F>>]> = tasks.map(|task| UnsafeCell::new(Some(task))).collect();
     let count = bodies.len();
     let threads = rayon::current_num_threads().max(1);
     let batch = Arc::new(Batch {
@@ -83,8 +86,9 @@ where
 }
 
 struct Batch<F, T, I, E> {
-    /// Each task's name and body, taken by the thread that claims the task.
-    bodies: Box<[Claimed<(&'static str, F)>]>,
+    /// Each task's name, body and attempt span, taken by the thread that claims the
+    /// task.
+    bodies: Box<[Claimed<Body<F>>]>,
     /// Each task's judged value, written by the thread that ran it.
     results: Box<[Claimed<I>]>,
     finish: Finish<T, I, E>,
@@ -153,11 +157,14 @@ where
     fn run(&self, index: usize) -> bool {
         // SAFETY: this thread claimed `index` (see the `Sync` impl): no other thread
         // touches this body.
-        let Some((name, body)) = (unsafe { (*self.bodies[index].get()).take() }) else {
+        let Some((name, body, mut attempt)) = (unsafe { (*self.bodies[index].get()).take() })
+        else {
             return false;
         };
-        let outcome = catch_unwind(AssertUnwindSafe(body))
+        let outcome = attempt
+            .run(|| catch_unwind(AssertUnwindSafe(body)))
             .map_err(|payload| TaskError::panicked(name, payload));
+        attempt.finish(observe::outcome(&outcome));
         if let Some(reporter) = &self.reporter {
             reporter.ended(1);
         }
@@ -294,15 +301,28 @@ mod tests {
         }
     }
 
+    fn attempt() -> Attempt {
+        Attempt::new(
+            &crate::observe::Origin::here(),
+            "t",
+            crate::kind::TaskKind::Cpu,
+            1,
+        )
+    }
+
     #[test]
     fn every_result_written_on_any_thread_comes_back_in_order() {
         let drops = Arc::new(AtomicUsize::new(0));
         let tasks = (0..2000).map(|index| {
             let guard = Dropped(Arc::clone(&drops));
-            ("t", move || {
-                let _guard = guard;
-                index * 2
-            })
+            (
+                "t",
+                move || {
+                    let _guard = guard;
+                    index * 2
+                },
+                attempt(),
+            )
         });
         let items = block_on(start(tasks, keep, None)).expect("infallible");
         assert_eq!(items, (0..2000).map(|index| index * 2).collect::<Vec<_>>());
@@ -340,7 +360,8 @@ mod tests {
             .expect("pool");
         let waiting = pool.install(|| {
             start(
-                std::iter::once(("t", first)).chain(rest.map(|body| ("t", body))),
+                std::iter::once(("t", first, attempt()))
+                    .chain(rest.map(|body| ("t", body, attempt()))),
                 fail_on_panic,
                 None,
             )

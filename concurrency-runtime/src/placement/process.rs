@@ -12,6 +12,7 @@ use super::process_batch::{self, DecodeResult, KnownEntry, Request, decoded};
 use super::seam::{Placement, Start, TaskValue, Tasks};
 use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::kind::TaskKind;
+use crate::observe::{self, Attempt, Origin};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::process::parent::{Answer, Control, Job, Sink, submit};
 use crate::process::registry::{self, ProcessEntry};
@@ -182,6 +183,11 @@ impl<A, R, O> Request for TaskValue<Process<A, R, O>> {
         self.name
     }
 
+    #[cfg(feature = "tracing")]
+    fn attempt(&self) -> Attempt {
+        Attempt::new(&self.origin, self.name, TaskKind::Process, 1)
+    }
+
     fn encode(
         &self,
         out: &mut Vec<u8>,
@@ -213,7 +219,7 @@ where
         let decode = task.placement.decode_result;
         Policied::Plain {
             attempt: match task.placement.request(name) {
-                Ok(frame) => attempt(name, frame, decode),
+                Ok(frame) => attempt(name, &task.origin, 1, frame, decode),
                 Err(error) => ProcessRunning::failed(name, error),
             },
         }
@@ -224,6 +230,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
+        let origin = task.origin.clone();
         let name = task.name;
         let decode = task.placement.decode_result;
         let frame = match task.placement.request(name) {
@@ -245,7 +252,7 @@ where
             task.options,
             bodies,
             judge::<O, R>(),
-            move |frame, _permit| attempt(name, frame, decode),
+            move |frame, _permit, number| attempt(name, &origin, number, frame, decode),
         )
     }
 
@@ -263,10 +270,31 @@ where
             Err(error) => return Ok(Err(error)),
         };
         let (name, decode) = (task.name, task.placement.decode_result);
-        crate::process::parent::run_here(name, &body, |answer| {
-            answer.and_then(|bytes| decoded(name, decode, bytes))
-        })
-        .ok_or(task)
+        // The attempt's span starts once an idle worker was found for it.
+        let mut attempt = None;
+        let origin = &task.origin;
+        let outcome = crate::process::parent::run_here(
+            name,
+            &body,
+            || attempt = Some(Attempt::new(origin, name, TaskKind::Process, 1)),
+            |answer| answer.and_then(|bytes| decoded(name, decode, bytes)),
+        );
+        match outcome {
+            Some(outcome) => {
+                if let Some(attempt) = attempt.as_mut() {
+                    attempt.finish(observe::outcome(&outcome));
+                }
+                Ok(outcome)
+            }
+            // No idle worker, or the worker died before it had the request: the task
+            // goes through the queue.
+            None => {
+                if let Some(attempt) = attempt.as_mut() {
+                    attempt.finish("not run");
+                }
+                Err(task)
+            }
+        }
     }
 
     fn batch<I: Send + 'static, E: Send + 'static>(
@@ -335,6 +363,8 @@ impl<R: Send> Sink for Ticket<R> {
 /// Sends one attempt of a process task to the pool.
 fn attempt<R: Send + 'static>(
     name: &'static str,
+    origin: &Origin,
+    number: u32,
     body: Vec<u8>,
     decode: DecodeResult<R>,
 ) -> ProcessRunning<R> {
@@ -352,6 +382,7 @@ fn attempt<R: Send + 'static>(
     ProcessRunning {
         state: State::Waiting(ticket),
         name,
+        attempt: Attempt::new(origin, name, TaskKind::Process, number),
     }
 }
 
@@ -366,6 +397,9 @@ enum State<R> {
 pub struct ProcessRunning<R> {
     state: State<R>,
     name: &'static str,
+    // The attempt's span, from the caller's side (feature `tracing`; nothing
+    // otherwise).
+    attempt: Attempt,
 }
 
 impl<R> Named for ProcessRunning<R> {
@@ -379,6 +413,7 @@ impl<R> ProcessRunning<R> {
         ProcessRunning {
             state: State::Failed(Some(error)),
             name,
+            attempt: Attempt::new(&Origin::here(), name, TaskKind::Process, 1),
         }
     }
 }
@@ -404,6 +439,7 @@ impl<R> Future for ProcessRunning<R> {
             State::Waiting(ticket) => {
                 let outcome = std::task::ready!(ticket.outcome.poll(cx));
                 self.state = State::Done;
+                self.attempt.finish(observe::outcome(&outcome));
                 Poll::Ready(outcome)
             }
         }

@@ -23,6 +23,8 @@ use std::task::{Context, Poll, Waker};
 
 use super::cpu_batch::{BatchFuture, Finish};
 use crate::error::{SerializationStage, TaskError};
+#[cfg(feature = "tracing")]
+use crate::observe::Attempt;
 use crate::process::parent::{self, Answer, Control, Job, Sink};
 use crate::process::registry::ProcessEntry;
 use crate::process::wire;
@@ -57,6 +59,9 @@ pub(crate) type KnownEntry = Option<(&'static ProcessEntry, u32)>;
 /// A task of a batch, as the batch sees it (implemented by `process.rs`).
 pub(crate) trait Request {
     fn name(&self) -> &'static str;
+    /// The span of the task's attempt.
+    #[cfg(feature = "tracing")]
+    fn attempt(&self) -> Attempt;
     /// Appends the body of the task's request to `out`, within `max_frame`.
     fn encode(
         &self,
@@ -94,6 +99,8 @@ where
             .map(|_| OnceLock::new())
             .collect(),
         controls: (0..count).map(|_| Control::default()).collect(),
+        #[cfg(feature = "tracing")]
+        attempts: (0..count).map(|_| Mutex::new(None)).collect(),
         items: (0..count).map(|_| Mutex::new(None)).collect(),
         decode,
         finish,
@@ -117,6 +124,10 @@ where
         };
         for (offset, task) in tasks.by_ref().take(len).enumerate() {
             let index = first + offset;
+            #[cfg(feature = "tracing")]
+            {
+                *lock(&batch.attempts[index]) = Some(task.attempt());
+            }
             let start = chunk.bodies.len();
             let encoded = task.encode(&mut chunk.bodies, max_frame, &mut known);
             if offset == 0 {
@@ -162,6 +173,10 @@ struct Batch<R, I, E> {
     /// Each chunk's requests, set before its tasks are queued.
     chunks: Box<[OnceLock<Chunk>]>,
     controls: Box<[Control]>,
+    /// Each task's attempt span, until its answer (only with the feature: a batch may
+    /// hold a million tasks).
+    #[cfg(feature = "tracing")]
+    attempts: Box<[Mutex<Option<Attempt>>]>,
     /// Each task's judged outcome, once it is done.
     items: Box<[Mutex<Option<I>>]>,
     /// How the tasks' results are decoded (all of them return `R`).
@@ -241,6 +256,10 @@ where
             Answer::Ok(bytes) => decoded(name, self.decode, bytes),
             Answer::Err(error) => Err(error),
         };
+        #[cfg(feature = "tracing")]
+        if let Some(mut attempt) = lock(&self.attempts[index]).take() {
+            attempt.finish(crate::observe::outcome(&outcome));
+        }
         self.judge(name, index, outcome);
     }
 

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use super::cpu_batch::{BatchFuture, Finish};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::{self, Site};
+use crate::observe::Origin;
 use crate::policy::{Attempted, Options, Policy};
 use crate::progress::Reporter;
 
@@ -28,8 +28,9 @@ pin_project_lite::pin_project! {
         // one task value per task).
         pub(crate) name: &'static &'static str,
         pub(crate) options: Options,
-        // Where the task was called (feature `tracing`; nothing otherwise).
-        pub(crate) site: Site,
+        // Where and under which span the task was called (feature `tracing`; nothing
+        // otherwise).
+        pub(crate) origin: Origin,
         // Pinned only where a group polls an async task in place (see
         // `Placement::poll_in_place`); moved out by value everywhere else.
         #[pin]
@@ -45,7 +46,7 @@ impl<P> TaskValue<P> {
         TaskValue {
             name,
             options: Options::NONE,
-            site: observe::here(),
+            origin: Origin::here(),
             placement,
         }
     }
@@ -58,7 +59,7 @@ impl<P: Placement> TaskValue<P> {
         TaskValue {
             name,
             options: Options::new(policy, supervisor::<P>()),
-            site: observe::here(),
+            origin: Origin::here(),
             placement,
         }
     }

@@ -171,6 +171,7 @@ pub(crate) fn submit(jobs: impl IntoIterator<Item = Job>) {
 pub(crate) fn run_here<T>(
     name: &'static str,
     body: &[u8],
+    started: impl FnOnce(),
     decode: impl FnOnce(Result<&[u8], TaskError>) -> T,
 ) -> Option<T> {
     let pool = POOL.get()?;
@@ -189,6 +190,7 @@ pub(crate) fn run_here<T>(
         }
     })?;
     let max_frame = pool.blueprint.config.max_frame_bytes;
+    started();
     let (outcome, survivor) = round_trip(worker, name, body, max_frame, decode);
     let survivor = match survivor {
         Some(worker) if worker.retiring => {
