@@ -86,7 +86,7 @@ impl Watch {
         {
             // No subscriber, no one to tell: not even the clock is read.
             let threshold = threshold_nanos();
-            if threshold == 0 || !tracing::dispatcher::has_been_set() {
+            if threshold == 0 || !tracing::level_enabled!(tracing::Level::WARN) {
                 return poll();
             }
             let started = Instant::now();
@@ -106,7 +106,7 @@ impl Watch {
 
 /// Where and under which span a task was called: the parent of its attempts' spans
 /// (with the feature; nothing without it). The span is kept only when a subscriber
-/// is installed, boxed: a task value carries this, and stays small.
+/// that takes INFO is installed, boxed: a task value carries this, and stays small.
 #[derive(Debug, Clone)]
 pub(crate) struct Origin {
     pub(crate) site: Site,
@@ -122,7 +122,8 @@ impl Origin {
         Origin {
             site: here(),
             #[cfg(feature = "tracing")]
-            parent: tracing::dispatcher::has_been_set().then(|| Box::new(tracing::Span::current())),
+            parent: tracing::level_enabled!(tracing::Level::INFO)
+                .then(|| Box::new(tracing::Span::current())),
         }
     }
 }
@@ -164,7 +165,8 @@ impl Attempt {
         }
         #[cfg(feature = "tracing")]
         {
-            if !tracing::dispatcher::has_been_set() {
+            // No subscriber (or none that takes INFO): no span, no clock.
+            if !tracing::level_enabled!(tracing::Level::INFO) {
                 return Attempt { inner: None };
             }
             Attempt {
