@@ -192,7 +192,7 @@ impl<P: Placement> IntoFuture for TaskValue<P> {
 
     fn into_future(self) -> Self::IntoFuture {
         TaskFuture {
-            running: P::start(self, Start::Inline),
+            running: self.start_task(Start::Inline),
         }
     }
 }

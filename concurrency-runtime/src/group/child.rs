@@ -88,7 +88,7 @@ impl<P: Placement, M: Mode<P>> Child<P, M> {
             std::mem::replace(&mut this.state, ChildState::Starting)
         {
             this.state = ChildState::Running {
-                running: P::start(task, start),
+                running: task.start_task(start),
             };
         }
     }

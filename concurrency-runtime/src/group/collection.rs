@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use super::mode::Mode;
 use crate::error::TaskError;
-use crate::placement::{Placement, Tasks};
+use crate::placement::{Placement, TaskValue, Tasks};
 use crate::policy::Attempted;
 use crate::progress::{FinishOnDrop, Progress, Reporter};
 use crate::sync::Woken;
@@ -44,7 +44,7 @@ async fn run_reporting<P: Placement, M: Mode<P>>(
     };
     let mut started: Vec<P::Detached> = Vec::with_capacity(tasks.len());
     // Each chunk's memory is freed once its tasks have started.
-    started.extend(tasks.into_iter().map(P::detach));
+    started.extend(tasks.into_iter().map(TaskValue::detach_task));
     let count = started.len();
     let mut slots = Slots::<P::Detached, M::Item>::new(started);
     let shared = Woken::new(count);

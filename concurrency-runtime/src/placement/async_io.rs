@@ -122,9 +122,6 @@ where
 
     #[inline]
     fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
-        if let Some(supervisor) = task.supervisor() {
-            return (supervisor.start)(task, start);
-        }
         Policied::Plain {
             attempt: attempt(
                 task.name,
@@ -185,9 +182,6 @@ where
     }
 
     fn detach(task: TaskValue<Self>) -> Self::Detached {
-        if let Some(supervisor) = task.supervisor() {
-            return (supervisor.detach)(task);
-        }
         Policied::Plain {
             attempt: Detached {
                 joined: spawn(

@@ -105,10 +105,7 @@ where
     type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::BlockingIo;
 
-    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
-        if let Some(supervisor) = task.supervisor() {
-            return (supervisor.start)(task, start);
-        }
+    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
         Policied::Plain {
             attempt: attempt(
                 task.name,

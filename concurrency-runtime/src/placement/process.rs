@@ -211,10 +211,7 @@ where
     type Detached = Self::Running;
     const KIND: TaskKind = TaskKind::Process;
 
-    fn start(task: TaskValue<Self>, start: Start) -> Self::Running {
-        if let Some(supervisor) = task.supervisor() {
-            return (supervisor.start)(task, start);
-        }
+    fn start(task: TaskValue<Self>, _: Start) -> Self::Running {
         let name = task.name;
         let decode = task.placement.decode_result;
         Policied::Plain {

@@ -75,6 +75,26 @@ impl<P: Placement> TaskValue<P> {
         })
     }
 
+    /// Starts the task: through its supervisor if it has options, else as its
+    /// placement starts a task without options. (The one place that chooses: a
+    /// placement's `start` is only ever reached for a task without options.)
+    #[inline(always)]
+    pub(crate) fn start_task(self, start: Start) -> P::Running {
+        match self.supervisor() {
+            Some(supervisor) => (supervisor.start)(self, start),
+            None => P::start(self, start),
+        }
+    }
+
+    /// Starts the task on its own (a collection's slot), as `start_task` chooses.
+    #[inline(always)]
+    pub(crate) fn detach_task(self) -> P::Detached {
+        match self.supervisor() {
+            Some(supervisor) => (supervisor.detach)(self),
+            None => P::detach(self),
+        }
+    }
+
     /// Sets the deadline of each attempt (see `Task::with_timeout`).
     pub(crate) fn set_timeout(&mut self, timeout: std::time::Duration) {
         self.options.set_timeout(timeout, supervisor::<P>());
@@ -179,14 +199,16 @@ pub trait Placement: Send + Sized + 'static {
     /// Where this kind of task runs.
     const KIND: TaskKind;
 
-    /// Starts the task on its executor.
+    /// Starts a task without options on its executor (a task with options goes
+    /// through its supervisor: see `TaskValue::start_task`, the only caller).
     fn start(task: TaskValue<Self>, start: Start) -> Self::Running;
 
-    /// Starts the task on its own (an async task as its own tokio task).
+    /// Starts a task without options on its own (an async task as its own tokio
+    /// task); see `TaskValue::detach_task`.
     fn detach(task: TaskValue<Self>) -> Self::Detached;
 
     /// Starts a task with options: the supervision of its attempts (see
-    /// [`Supervisor`]: `start` and `detach` call it through `TaskValue::supervisor`).
+    /// [`Supervisor`]: `TaskValue::start_task` calls it through the task's options).
     fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running;
 
     /// `detach` for a task with options.
