@@ -93,6 +93,11 @@ fn main() {
         tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())
             .expect("the only subscriber");
     }
+    // `TRACE_RECORDING=1` (with `--features tracing`): a recording is open during each
+    // round (its cost; the large rows pass its two million events and count the rest as
+    // dropped, so read the small-group rows).
+    #[cfg(feature = "tracing")]
+    let recording = std::env::var_os("TRACE_RECORDING").is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,6 +107,8 @@ fn main() {
     let mut table = Table::default();
     for round in 1..=rounds {
         eprint!("round {round}/{rounds}\r");
+        #[cfg(feature = "tracing")]
+        let open = recording.then(concurrency_runtime::observe::Recording::start);
 
         // 10,000 async tasks, both inside a spawned task of the runtime.
         let async10k = runtime.block_on(async {
@@ -231,6 +238,15 @@ fn main() {
             },
         );
         table.record("3 small cpu tasks, sync caller", "rayon::join", cpu);
+        #[cfg(feature = "tracing")]
+        if let Some(open) = open {
+            let timeline = open.finish();
+            eprintln!(
+                "round {round}: {} attempts recorded, {} events dropped",
+                timeline.attempts().len(),
+                timeline.dropped_events()
+            );
+        }
     }
     table.print(rounds);
 }

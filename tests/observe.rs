@@ -388,7 +388,7 @@ fn a_retry_is_a_second_attempt_and_failures_close_with_their_kind() {
         [
             ("flaky_cpu".into(), "1".into(), "panicked".into()),
             ("flaky_cpu".into(), "2".into(), "ok".into()),
-            ("too_slow".into(), "1".into(), "cancelled".into()),
+            ("too_slow".into(), "1".into(), "timed out".into()),
         ],
         "{spans:?}"
     );
@@ -408,5 +408,59 @@ fn a_collection_of_process_tasks_has_a_span_per_task() {
                 && span.fields.get("placement").map(String::as_str) == Some("worker process")
         ),
         "{spans:?}"
+    );
+    // The worker's pid and its own timing of the body, reported with the answer.
+    for span in &spans {
+        let pid: u32 = span.fields["worker_pid"].parse().expect("a worker pid");
+        assert!(pid != 0 && pid != std::process::id(), "{span:?}");
+        let _: u64 = span.fields["worker_run_us"]
+            .parse()
+            .expect("the worker's run time");
+    }
+}
+
+#[io_task]
+async fn spawned_panic() -> u64 {
+    panic!("a spawned async task panics")
+}
+
+#[test]
+fn a_spawned_async_task_s_panic_closes_its_span_as_panicked() {
+    let _setup = setup();
+    let before = task_spans().len();
+    // A collection's async tasks are spawned as tokio tasks of their own.
+    let outcomes = watchdog(|| run_concurrently!(all; for (0..1).map(|_| spawned_panic())));
+    assert!(outcomes[0].is_err());
+    let spans = task_spans()[before..].to_vec();
+    let span = spans
+        .iter()
+        .find(|span| span.fields.get("task").map(String::as_str) == Some("spawned_panic"))
+        .unwrap_or_else(|| panic!("no span: {spans:?}"));
+    assert_eq!(span.fields["outcome"], "panicked", "{span:?}");
+}
+
+#[cpu_task(process)]
+fn process_crash() -> u64 {
+    std::process::abort()
+}
+
+#[test]
+fn a_crashed_worker_closes_its_task_s_span_with_the_crash_and_the_worker_s_pid() {
+    let _setup = setup();
+    let before = task_spans().len();
+    let error = watchdog(|| process_crash().try_run()).expect_err("the worker crashes");
+    let concurrency_runtime::TaskErrorKind::Crashed { pid, .. } = *error.kind() else {
+        panic!("{error}");
+    };
+    let spans = task_spans()[before..].to_vec();
+    let span = spans
+        .iter()
+        .find(|span| span.fields.get("task").map(String::as_str) == Some("process_crash"))
+        .unwrap_or_else(|| panic!("no span: {spans:?}"));
+    assert_eq!(span.fields["outcome"], "crashed");
+    assert_eq!(span.fields["worker_pid"], pid.to_string());
+    assert!(
+        !span.fields.contains_key("worker_run_us"),
+        "the worker never answered"
     );
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{TaskError, TaskErrorKind};
+use crate::observe;
 use crate::runtime::runtime;
 
 /// A task's options, as written on its attribute (plus per-call overrides).
@@ -172,13 +173,12 @@ pub(crate) fn sleep(duration: Duration) -> tokio::time::Sleep {
     tokio::time::sleep(duration)
 }
 
-/// `future`'s output, or `None` if `after` passes first (the future is then
-/// dropped, which cancels it).
-async fn with_deadline<F: Future>(after: Duration, future: F) -> Option<F::Output> {
-    let mut future = pin!(future);
+/// `future`'s output, or `None` if `after` passes first (the caller then drops the
+/// future, which cancels it).
+async fn with_deadline<F: Future + Unpin>(after: Duration, future: &mut F) -> Option<F::Output> {
     let mut deadline = pin!(sleep(after));
     poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+        if let Poll::Ready(output) = Pin::new(&mut *future).poll(cx) {
             return Poll::Ready(Some(output));
         }
         deadline.as_mut().poll(cx).map(|()| None)
@@ -210,6 +210,7 @@ type NextAttempt<T> = Box<dyn FnMut(&mut Option<Permit>) -> Option<AttemptFuture
 /// attempted again.
 fn supervise<T>(
     name: &'static str,
+    call: u64,
     policy: Policy,
     judge: Judge<T>,
     mut next: NextAttempt<T>,
@@ -223,22 +224,36 @@ where
         loop {
             let mut permit = match policy.limit {
                 None => None,
-                Some(limit) => match limit.0.acquire().await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => return (Err(TaskError::cancelled(name)), failures),
-                },
+                Some(limit) => {
+                    let waiting = observe::wait_starts(call);
+                    let acquired = limit.0.acquire().await;
+                    observe::waited(call, false, waiting);
+                    match acquired {
+                        Ok(permit) => Some(permit),
+                        Err(_) => return (Err(TaskError::cancelled(name)), failures),
+                    }
+                }
             };
-            let Some(running) = next(&mut permit) else {
+            let Some(mut running) = next(&mut permit) else {
                 let last = failures.pop().unwrap_or_else(|| TaskError::cancelled(name));
                 return (Err(last.with_attempts(failures)), Vec::new());
             };
             let outcome = match policy.timeout {
                 None => running.await,
-                Some(after) => with_deadline(after, running)
-                    .await
-                    .unwrap_or_else(|| Err(TaskError::timed_out(name, after))),
+                Some(after) => match with_deadline(after, &mut running).await {
+                    Some(outcome) => outcome,
+                    None => {
+                        observe::dropped_because("timed out", running);
+                        observe::mark(call, attempt + 1, "timed out");
+                        Err(TaskError::timed_out(name, after))
+                    }
+                },
             };
             drop(permit);
+            if matches!(&outcome, Ok(value) if (judge.is_err)(value)) {
+                // The attempt saw its body return; the value is the task's failure.
+                observe::mark(call, attempt + 1, "returned Err");
+            }
             let retry = attempt < policy.retries
                 && match &outcome {
                     Ok(value) => (judge.is_err)(value) && policy.retry_on.contains(RetryOn::ERROR),
@@ -258,7 +273,9 @@ where
                 .backoff
                 .saturating_mul(2u32.saturating_pow(attempt.min(31)));
             if !pause.is_zero() {
+                let waiting = observe::wait_starts(call);
                 sleep(pause).await;
+                observe::waited(call, true, waiting);
             }
             attempt += 1;
         }
@@ -311,6 +328,7 @@ impl<F> Bodies<F> {
 /// directly, as [`Policied::Plain`], and never reaches this.)
 pub(crate) fn start_supervised<F, P, T>(
     name: &'static str,
+    call: u64,
     options: Options,
     bodies: Bodies<F>,
     judge: Judge<T>,
@@ -329,6 +347,7 @@ where
         name,
         supervise(
             name,
+            call,
             policy,
             judge,
             Box::new(move |permit| {

@@ -13,7 +13,7 @@ use super::output::{OutputKind, Value, judge};
 use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::{self, Attempt, Lazy, Origin, Site, Watch};
+use crate::observe::{Attempt, Lazy, Origin, Site, Watch};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
 use crate::runtime::{self, in_tokio_context, runtime};
 
@@ -144,6 +144,7 @@ where
         // The permit of a `limit` is held while the future runs, then dropped.
         policy::start_supervised(
             name,
+            origin.call(),
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
@@ -176,7 +177,7 @@ where
             )
         });
         if let Poll::Ready(result) = &polled {
-            attempt.finish(observe::outcome(result));
+            attempt.finish_with(result);
         }
         polled
     }
@@ -198,6 +199,7 @@ where
         let (name, origin) = (task.name, task.origin);
         policy::start_supervised(
             name,
+            origin.call(),
             task.options,
             task.placement.future,
             judge::<O, F::Output>(),
@@ -302,9 +304,8 @@ impl<F: Future> Future for InTask<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (future, watch) = (this.future, *this.watch);
-        // (A panic of the body unwinds through here: the attempt, dropped with the
-        // task, says it panicked only if it is still running then; tokio catches the
-        // panic first, so the span says "cancelled" for a spawned task's panic.)
+        // (A panic of the body unwinds through here: the attempt notes it, and says
+        // it panicked when tokio, which caught the panic, drops the task.)
         let polled = this
             .attempt
             .run(|| watch.poll(|| TaskKind::AsyncIo.enter(|| future.poll(cx))));
@@ -395,7 +396,7 @@ impl<F: Future> Future for Guarded<F> {
             .attempt
             .run(|| poll_guarded(future, cx, name, site, has_context));
         if let Poll::Ready(result) = &polled {
-            this.attempt.finish(observe::outcome(result));
+            this.attempt.finish_with(result);
         }
         polled
     }

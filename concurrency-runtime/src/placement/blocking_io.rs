@@ -125,6 +125,7 @@ where
         let (name, origin) = (task.name, task.origin);
         policy::start_supervised(
             name,
+            origin.call(),
             task.options,
             task.placement.body,
             judge::<O, T>(),

@@ -132,6 +132,7 @@ where
         let helpable = task.options.timeout().is_none();
         policy::start_supervised(
             name,
+            origin.call(),
             task.options,
             task.placement.body,
             judge::<O, T>(),

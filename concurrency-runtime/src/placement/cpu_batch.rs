@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use crate::cancel::{self, CancelSource};
 use crate::error::TaskError;
 use crate::kind::TaskKind;
-use crate::observe::{self, Attempt};
+use crate::observe::Attempt;
 use crate::progress::Reporter;
 use crate::runtime::{self, Helpable};
 use crate::sync::{WakerCell, lock};
@@ -164,7 +164,7 @@ where
         let outcome = attempt
             .run(|| catch_unwind(AssertUnwindSafe(body)))
             .map_err(|payload| TaskError::panicked(name, payload));
-        attempt.finish(observe::outcome(&outcome));
+        attempt.finish_with(&outcome);
         if let Some(reporter) = &self.reporter {
             reporter.ended(1);
         }

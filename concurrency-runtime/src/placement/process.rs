@@ -8,13 +8,13 @@ use std::task::{Context, Poll, Waker};
 
 use super::cpu_batch::{BatchFuture, Finish};
 use super::output::{OutputKind, Value, judge};
-use super::process_batch::{self, DecodeResult, KnownEntry, Request, decoded};
+use super::process_batch::{self, DecodeResult, KnownEntry, Request, decoded, ran_on_worker};
 use super::seam::{Placement, Start, TaskValue, Tasks};
 use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::{self, Attempt, Origin};
+use crate::observe::{Attempt, Origin};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
-use crate::process::parent::{Answer, Control, Job, Sink, submit};
+use crate::process::parent::{Answer, Control, Job, Ran, Sink, submit};
 use crate::process::registry::{self, ProcessEntry};
 use crate::process::{protocol, wire};
 use crate::progress::Reporter;
@@ -246,6 +246,7 @@ where
         };
         policy::start_supervised(
             name,
+            origin.call(),
             task.options,
             bodies,
             judge::<O, R>(),
@@ -274,12 +275,13 @@ where
             name,
             &body,
             || attempt = Some(Attempt::new(origin, name, TaskKind::Process, 1)),
-            |answer| answer.and_then(|bytes| decoded(name, decode, bytes)),
+            |answer, ran| (answer.and_then(|bytes| decoded(name, decode, bytes)), ran),
         );
         match outcome {
-            Some(outcome) => {
+            Some((outcome, ran)) => {
                 if let Some(attempt) = attempt.as_mut() {
-                    attempt.finish(observe::outcome(&outcome));
+                    ran_on_worker(attempt, ran);
+                    attempt.finish_with(&outcome);
                 }
                 Ok(outcome)
             }
@@ -328,7 +330,7 @@ struct Ticket<R> {
     body: Vec<u8>,
     control: Control,
     decode: DecodeResult<R>,
-    outcome: Completion<Result<R, TaskError>>,
+    outcome: Completion<(Result<R, TaskError>, Ran)>,
 }
 
 impl<R: Send> Sink for Ticket<R> {
@@ -344,12 +346,12 @@ impl<R: Send> Sink for Ticket<R> {
         &self.control
     }
 
-    fn deliver(&self, _: usize, answer: Answer<'_>) {
+    fn deliver(&self, _: usize, answer: Answer<'_>, ran: Ran) {
         let outcome = match answer {
             Answer::Ok(bytes) => decoded(self.name, self.decode, bytes),
             Answer::Err(error) => Err(error),
         };
-        self.outcome.put(outcome);
+        self.outcome.put((outcome, ran));
     }
 
     fn settle(&self, _: usize) -> Option<Waker> {
@@ -434,9 +436,10 @@ impl<R> Future for ProcessRunning<R> {
                 .unwrap_or_else(|| TaskError::cancelled(name)))),
             State::Done => Poll::Ready(Err(TaskError::cancelled(name))),
             State::Waiting(ticket) => {
-                let outcome = std::task::ready!(ticket.outcome.poll(cx));
+                let (outcome, ran) = std::task::ready!(ticket.outcome.poll(cx));
                 self.state = State::Done;
-                self.attempt.finish(observe::outcome(&outcome));
+                ran_on_worker(&mut self.attempt, ran);
+                self.attempt.finish_with(&outcome);
                 Poll::Ready(outcome)
             }
         }

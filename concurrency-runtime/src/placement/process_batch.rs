@@ -23,9 +23,8 @@ use std::task::{Context, Poll, Waker};
 
 use super::cpu_batch::{BatchFuture, Finish};
 use crate::error::{SerializationStage, TaskError};
-#[cfg(feature = "tracing")]
 use crate::observe::Attempt;
-use crate::process::parent::{self, Answer, Control, Job, Sink};
+use crate::process::parent::{self, Answer, Control, Job, Ran, Sink};
 use crate::process::registry::ProcessEntry;
 use crate::process::wire;
 use crate::progress::Reporter;
@@ -49,6 +48,14 @@ pub(crate) fn decoded<R>(
             error.to_string(),
         )),
         Err(payload) => Err(TaskError::panicked(name, payload)),
+    }
+}
+
+/// Tells `attempt` which worker ran it, and when (if a worker did).
+#[inline]
+pub(crate) fn ran_on_worker(attempt: &mut Attempt, ran: Ran) {
+    if ran.pid != 0 {
+        attempt.ran_on_worker(ran.pid, ran.started, ran.ended);
     }
 }
 
@@ -250,7 +257,7 @@ where
         &self.controls[index]
     }
 
-    fn deliver(&self, index: usize, answer: Answer<'_>) {
+    fn deliver(&self, index: usize, answer: Answer<'_>, ran: Ran) {
         let name = self.name(index);
         let outcome = match answer {
             Answer::Ok(bytes) => decoded(name, self.decode, bytes),
@@ -258,8 +265,11 @@ where
         };
         #[cfg(feature = "tracing")]
         if let Some(mut attempt) = lock(&self.attempts[index]).take() {
-            attempt.finish(crate::observe::outcome(&outcome));
+            ran_on_worker(&mut attempt, ran);
+            attempt.finish_with(&outcome);
         }
+        #[cfg(not(feature = "tracing"))]
+        let _ = ran;
         self.judge(name, index, outcome);
     }
 

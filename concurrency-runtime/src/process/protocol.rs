@@ -2,7 +2,10 @@
 //!
 //! Every frame is `[u64 little-endian length][body]`. A request body is
 //! `[u64 request id][u32 task-id length][task id][arguments]`; a response body is
-//! `[u64 request id][u8 status][payload]`. Arguments and results use the crate's
+//! `[u64 request id][u8 status][u64 started][u64 ended][payload]`, where `started`
+//! and `ended` are when the worker ran the body, in nanoseconds of the machine's
+//! monotonic clock (zero when it did not run it, or was built without the `tracing`
+//! feature). Arguments and results use the crate's
 //! wire format (`wire.rs`). The length is checked against the configured maximum
 //! *before* anything is allocated, on both sides.
 
@@ -29,8 +32,8 @@ pub(crate) const RETIRED: u8 = 7;
 /// and the requests it had already sent come back `RETIRED`.
 pub(crate) const RETIRING: u8 = 0x80;
 
-/// Bytes before a response's payload: length, id, status.
-pub(crate) const RESPONSE_HEADER: usize = 8 + 8 + 1;
+/// Bytes before a response's payload: length, id, status, the body's start and end.
+pub(crate) const RESPONSE_HEADER: usize = 8 + 8 + 1 + 8 + 8;
 
 /// A frame whose length prefix exceeds the configured maximum: the peer broke the
 /// protocol.
@@ -117,22 +120,47 @@ pub(crate) fn finish_response(out: &mut [u8], id: u64, status: u8) {
     out[16] = status;
 }
 
+/// Sets when the worker ran the body (see the module's documentation), in a response
+/// that [`begin_response`] started.
+pub(crate) fn set_times(out: &mut [u8], started: u64, ended: u64) {
+    out[17..25].copy_from_slice(&started.to_le_bytes());
+    out[25..33].copy_from_slice(&ended.to_le_bytes());
+}
+
 /// A response, as the parent sees it (borrowed from the buffer it was read into).
 #[derive(Debug)]
 pub(crate) struct Response<'a> {
     pub(crate) id: u64,
     pub(crate) status: u8,
+    /// When the worker ran the body (0: not known).
+    pub(crate) ran: Ran,
     pub(crate) payload: &'a [u8],
+}
+
+/// When a worker ran a task's body, on the machine's monotonic clock (nanoseconds; 0
+/// when it did not, or nobody measured), and which worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ran {
+    pub(crate) pid: u32,
+    pub(crate) started: u64,
+    pub(crate) ended: u64,
 }
 
 /// A response from its frame's body.
 pub(crate) fn parse_response(body: &[u8]) -> Option<Response<'_>> {
     let id = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
     let status = *body.get(8)?;
+    let started = u64::from_le_bytes(body.get(9..17)?.try_into().ok()?);
+    let ended = u64::from_le_bytes(body.get(17..25)?.try_into().ok()?);
     Some(Response {
         id,
         status,
-        payload: body.get(9..)?,
+        ran: Ran {
+            pid: 0,
+            started,
+            ended,
+        },
+        payload: body.get(25..)?,
     })
 }
 

@@ -385,7 +385,8 @@ impl Driver<'_> {
             let broken = match worker.input.next_frame(max_frame) {
                 Ok(None) => break,
                 Ok(Some(body)) => match protocol::parse_response(body) {
-                    Some(response) => {
+                    Some(mut response) => {
+                        response.ran.pid = worker.process.id();
                         !self
                             .flight
                             .answered(&response, &mut worker.retiring, max_frame)
@@ -546,7 +547,7 @@ impl Flight {
             Ok(bytes) => Answer::Ok(bytes),
             Err(error) => Answer::Err(error),
         };
-        entry.job.deliver(answer, &mut self.wakes);
+        entry.job.deliver(answer, response.ran, &mut self.wakes);
         true
     }
 }

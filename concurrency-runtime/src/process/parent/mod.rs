@@ -9,5 +9,6 @@ mod queue;
 mod slots;
 mod spawn;
 
+pub(crate) use crate::process::protocol::Ran;
 pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};
 pub(crate) use queue::{Answer, Control, Job, Sink};

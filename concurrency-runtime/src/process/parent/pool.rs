@@ -15,7 +15,7 @@ use super::queue::{Job, Queue};
 use super::slots::{Parked, Pool, Slot};
 use crate::error::TaskError;
 use crate::process::config::{ConfigError, PoolConfig};
-use crate::process::protocol::{self, FrameError};
+use crate::process::protocol::{self, FrameError, Ran};
 use crate::process::{sys, worker};
 use crate::sync::lock;
 
@@ -172,7 +172,7 @@ pub(crate) fn run_here<T>(
     name: &'static str,
     body: &[u8],
     started: impl FnOnce(),
-    decode: impl FnOnce(Result<&[u8], TaskError>) -> T,
+    decode: impl FnOnce(Result<&[u8], TaskError>, Ran) -> T,
 ) -> Option<T> {
     let pool = POOL.get()?;
     check_depth(name).ok()?;
@@ -213,7 +213,7 @@ fn round_trip<T>(
     name: &'static str,
     body: &[u8],
     max_frame: u64,
-    decode: impl FnOnce(Result<&[u8], TaskError>) -> T,
+    decode: impl FnOnce(Result<&[u8], TaskError>, Ran) -> T,
 ) -> (Option<T>, Option<WorkerHandle>) {
     let id = worker.next_id();
     let header = protocol::request_header(id, body.len());
@@ -241,8 +241,12 @@ fn round_trip<T>(
             Ok(Some(frame)) => match protocol::parse_response(frame) {
                 Some(response) if response.id == id => {
                     let status = response.status;
+                    let ran = Ran {
+                        pid: worker.process.id(),
+                        ..response.ran
+                    };
                     let value = (status & !protocol::RETIRING != protocol::RETIRED)
-                        .then(|| decode(handle::outcome(name, &response, max_frame)));
+                        .then(|| decode(handle::outcome(name, &response, max_frame), ran));
                     if status & protocol::RETIRING != 0 || value.is_none() {
                         worker.retiring = true;
                     }
@@ -256,7 +260,10 @@ fn round_trip<T>(
                     let _ = worker.reap();
                     return (None, None);
                 }
-                return (Some(decode(Err(worker.crashed(name)))), None);
+                return (
+                    Some(decode(Err(worker.crashed(name)), Ran::default())),
+                    None,
+                );
             }
             Ok(None) => {
                 // At the end of the channel, an answer read with it is still taken.
@@ -269,7 +276,7 @@ fn round_trip<T>(
             Err(FrameError { .. }) => handle::too_large(name, "the worker's response", max_frame),
         };
         worker.kill();
-        return (Some(decode(Err(broken))), None);
+        return (Some(decode(Err(broken), Ran::default())), None);
     }
 }
 

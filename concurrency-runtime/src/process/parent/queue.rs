@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cancel_line;
 use crate::error::TaskError;
+use crate::process::protocol::Ran;
 use crate::sync::{lock, wait};
 
 /// A worker's answer to a task, as its sink takes it: the encoded result (borrowed from
@@ -30,9 +31,9 @@ pub(crate) trait Sink: Send + Sync {
     fn body(&self, index: usize) -> &[u8];
     /// The task's cancellation.
     fn control(&self, index: usize) -> &Control;
-    /// Takes the task's answer (decoding it here, on the driver's thread). Nobody is
-    /// woken yet: see `settle`.
-    fn deliver(&self, index: usize, answer: Answer<'_>);
+    /// Takes the task's answer (decoding it here, on the driver's thread), and when
+    /// and where the worker ran it. Nobody is woken yet: see `settle`.
+    fn deliver(&self, index: usize, answer: Answer<'_>, ran: Ran);
     /// `count` more of its tasks were delivered; the waker to wake if the caller has
     /// something to see now (`None`: nothing yet, or nobody to wake).
     fn settle(&self, count: usize) -> Option<Waker>;
@@ -72,9 +73,9 @@ impl Job {
 
     /// Delivers the answer, unless the task was cancelled (then nobody waits for it);
     /// its caller is woken with the others of this read, by `wakes`.
-    pub(crate) fn deliver(&self, answer: Answer<'_>, wakes: &mut Wakes) {
+    pub(crate) fn deliver(&self, answer: Answer<'_>, ran: Ran, wakes: &mut Wakes) {
         if self.control().finish() {
-            self.sink.deliver(self.index, answer);
+            self.sink.deliver(self.index, answer, ran);
             wakes.add(&self.sink);
         }
     }
@@ -82,7 +83,8 @@ impl Job {
     /// Delivers a failure and wakes its caller at once (outside a driver's read loop).
     pub(crate) fn fail(&self, error: TaskError) {
         if self.control().finish() {
-            self.sink.deliver(self.index, Answer::Err(error));
+            self.sink
+                .deliver(self.index, Answer::Err(error), Ran::default());
             if let Some(waker) = self.sink.settle(1) {
                 waker.wake();
             }
@@ -380,7 +382,7 @@ mod tests {
         fn control(&self, index: usize) -> &Control {
             &self.1[index]
         }
-        fn deliver(&self, _: usize, _: Answer<'_>) {
+        fn deliver(&self, _: usize, _: Answer<'_>, _: Ran) {
             lock(&self.2).0 += 1;
         }
         fn settle(&self, count: usize) -> Option<Waker> {
@@ -443,7 +445,7 @@ mod tests {
         fn control(&self, _: usize) -> &Control {
             &self.0
         }
-        fn deliver(&self, _: usize, _: Answer<'_>) {}
+        fn deliver(&self, _: usize, _: Answer<'_>, _: Ran) {}
         fn settle(&self, _: usize) -> Option<Waker> {
             None
         }
@@ -509,9 +511,9 @@ mod tests {
         third.control().cancel();
         assert!(third.control().is_cancelled());
         let mut wakes = Wakes::default();
-        first.deliver(Answer::Ok(b""), &mut wakes);
-        second.deliver(Answer::Ok(b""), &mut wakes);
-        third.deliver(Answer::Ok(b""), &mut wakes);
+        first.deliver(Answer::Ok(b""), Ran::default(), &mut wakes);
+        second.deliver(Answer::Ok(b""), Ran::default(), &mut wakes);
+        third.deliver(Answer::Ok(b""), Ran::default(), &mut wakes);
         assert_eq!(wakes.0.len(), 1, "one entry for the sink");
         assert_eq!(*lock(&sink.2), (2, 0), "delivered, not settled yet");
         wakes.wake();

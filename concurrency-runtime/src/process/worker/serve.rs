@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::panic_message;
 use crate::kind::TaskKind;
+use crate::observe;
 use crate::process::answer_ring::AnswerRing;
 use crate::process::protocol::{self, FrameBuffer};
 use crate::process::registry::{self, EntryError};
@@ -327,12 +328,15 @@ fn run_requests(
             skip
         };
         protocol::begin_response(&mut response);
+        let mut times = (0, 0);
         let status = if skip {
             protocol::CANCELLED
         } else if retiring {
             protocol::RETIRED
         } else {
+            let started = observe::worker_clock();
             let status = run_one(&request, &mut response, limit);
+            times = (started, observe::worker_clock());
             // From here on, a cancellation finds the request finished and leaves it be.
             lock(progress).running = None;
             // Output the task printed goes to the inherited stdout/stderr, not here.
@@ -345,6 +349,7 @@ fn run_requests(
             }
         };
         protocol::finish_response(&mut response, request.id, status);
+        protocol::set_times(&mut response, times.0, times.1);
         if output.answer(&response, request.id).is_err() {
             return 4;
         }
