@@ -17,44 +17,53 @@ use std::time::{Duration, Instant};
 pub(crate) struct Watch {
     #[cfg(feature = "tracing")]
     name: &'static str,
-    #[cfg(feature = "tracing")]
-    site: Site,
 }
 
 impl Watch {
     #[inline(always)]
-    pub(crate) fn new(name: &'static str, site: Site) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         #[cfg(not(feature = "tracing"))]
-        let _ = (name, site);
+        let _ = name;
         Watch {
             #[cfg(feature = "tracing")]
             name,
-            #[cfg(feature = "tracing")]
-            site,
         }
     }
 
-    /// Runs one poll of the task, timed when the detector is on.
+    /// Runs one poll of the task called at `site`, timed when the detector is on.
     #[inline(always)]
-    pub(crate) fn poll<R>(self, poll: impl FnOnce() -> R) -> R {
+    pub(crate) fn poll<R>(self, site: Site, poll: impl FnOnce() -> R) -> R {
+        // `poll` is called in one place only, so that it is inlined once.
         #[cfg(feature = "tracing")]
-        {
-            // No subscriber, no one to tell: not even the clock is read.
-            let threshold = threshold_nanos();
-            if threshold == 0 || !tracing::level_enabled!(tracing::Level::WARN) {
-                return poll();
-            }
-            let started = Instant::now();
-            let polled = poll();
-            let took = started.elapsed();
-            if took.as_nanos() > u128::from(threshold) {
-                report(self.name, self.site, took);
-            }
-            polled
+        let started = self.start();
+        let polled = poll();
+        #[cfg(feature = "tracing")]
+        if let Some((started, threshold)) = started {
+            self.end(site, started, threshold);
         }
         #[cfg(not(feature = "tracing"))]
-        {
-            poll()
+        let _ = site;
+        polled
+    }
+
+    /// When the poll starts and the threshold, if the detector is on and someone
+    /// listens (no subscriber, no one to tell: not even the clock is read).
+    #[cfg(feature = "tracing")]
+    #[inline(always)]
+    fn start(self) -> Option<(Instant, u64)> {
+        let threshold = threshold_nanos();
+        if threshold == 0 || !tracing::level_enabled!(tracing::Level::WARN) {
+            return None;
+        }
+        Some((Instant::now(), threshold))
+    }
+
+    #[cfg(feature = "tracing")]
+    #[inline(never)]
+    fn end(self, site: Site, started: Instant, threshold: u64) {
+        let took = started.elapsed();
+        if took.as_nanos() > u128::from(threshold) {
+            report(self.name, site, took);
         }
     }
 }
@@ -139,11 +148,11 @@ fn report(name: &'static str, site: Site, took: Duration) {
     /// A call site (or, without one, a task's name), as a set's key.
     type Key = (&'static str, &'static str, u32, u32);
     static REPORTED: Mutex<Option<HashSet<Key>>> = Mutex::new(None);
-    let known = !site.file().starts_with("/rustc/");
-    let key = if known {
-        ("", site.file(), site.line(), site.column())
-    } else {
-        (name, "", 0, 0)
+    // (A task made before anyone observed has no call site either.)
+    let known = site.filter(|site| !site.file().starts_with("/rustc/"));
+    let key = match known {
+        Some(site) => ("", site.file(), site.line(), site.column()),
+        None => (name, "", 0, 0),
     };
     let first = REPORTED
         .lock()
@@ -156,7 +165,7 @@ fn report(name: &'static str, site: Site, took: Duration) {
     let ms = took.as_secs_f64() * 1e3;
     let hint = "every other task on that thread waited; make blocking calls in an `#[io_task] fn` \
                 (a blocking thread) or CPU work in a `#[cpu_task]` (rayon)";
-    if known {
+    if let Some(site) = known {
         tracing::warn!(
             target: "concurrency_runtime::blocking",
             task = name,

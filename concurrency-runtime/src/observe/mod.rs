@@ -52,28 +52,25 @@ pub(crate) use detector::Watch;
 pub use detector::{blocking_threshold, set_blocking_threshold};
 #[cfg(feature = "tracing")]
 pub use record::{AttemptRecord, FunctionStats, Recording, Timeline, WorkerRun};
-pub(crate) use span::{Attempt, Lazy, Origin, dropped_because};
-
-/// Where a task was called (with the feature; nothing without it).
 #[cfg(feature = "tracing")]
-pub(crate) type Site = &'static Location<'static>;
+pub(crate) use span::observed_call;
+pub(crate) use span::{Attempt, Origin, dropped_because};
+
+/// Where a task was called, if anyone observed when it was made (with the feature;
+/// nothing without it).
+#[cfg(feature = "tracing")]
+pub(crate) type Site = Option<&'static Location<'static>>;
 /// Where a task was called (with the feature; nothing without it).
 #[cfg(not(feature = "tracing"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Site;
 
-/// The call site of the function that called the caller (through `#[track_caller]`).
-#[track_caller]
+/// Whether anyone may observe a task now: a recording is open, or a subscriber takes
+/// WARN (the blocking detector) or more (spans). Two relaxed loads.
+#[cfg(feature = "tracing")]
 #[inline(always)]
-pub(crate) fn here() -> Site {
-    #[cfg(feature = "tracing")]
-    {
-        Location::caller()
-    }
-    #[cfg(not(feature = "tracing"))]
-    {
-        Site
-    }
+pub(crate) fn observing() -> bool {
+    record::is_open() || tracing::level_enabled!(tracing::Level::WARN)
 }
 
 /// Monotonic nanoseconds when a recording is open and `call` is recorded (0

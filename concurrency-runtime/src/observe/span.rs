@@ -11,37 +11,53 @@ use crate::kind::TaskKind;
 
 /// Where and under which span a task was called: the parent of its attempts' spans,
 /// and the call's number in an open recording (with the feature; nothing without
-/// it). Both are kept only when wanted (a subscriber that takes INFO, a recording),
-/// boxed: a task value carries this, and stays small.
+/// it). Kept only when someone observes as the task is made (a subscriber that takes
+/// WARN, for the blocking detector's call site, or INFO, for the spans; an open
+/// recording): a task value then boxes it with its options (`policy::Options`).
 #[derive(Debug, Clone)]
 pub(crate) struct Origin {
-    pub(crate) site: Site,
     #[cfg(feature = "tracing")]
-    call: Option<Box<Call>>,
+    call: Option<Call>,
 }
 
 /// What an observed call keeps.
 #[cfg(feature = "tracing")]
 #[derive(Debug, Clone)]
 struct Call {
+    site: &'static std::panic::Location<'static>,
     parent: Option<tracing::Span>,
     /// Its number in the recording (0: none was open).
     id: u64,
 }
 
 impl Origin {
+    /// Nobody observed the call.
+    pub(crate) const NONE: Origin = Origin {
+        #[cfg(feature = "tracing")]
+        call: None,
+    };
+
     /// The caller's call site (through `#[track_caller]`) and current span.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn here() -> Self {
-        Origin {
-            site: super::here(),
-            #[cfg(feature = "tracing")]
-            call: if record::is_open() || tracing::level_enabled!(tracing::Level::INFO) {
-                observed_call()
-            } else {
-                None
-            },
+        #[cfg(feature = "tracing")]
+        if super::observing() {
+            return observed_call(std::panic::Location::caller());
+        }
+        Origin::NONE
+    }
+
+    /// Where the task was called (if observed).
+    #[inline(always)]
+    pub(crate) fn site(&self) -> Site {
+        #[cfg(feature = "tracing")]
+        {
+            self.call.as_ref().map(|call| call.site)
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            Site
         }
     }
 
@@ -59,16 +75,20 @@ impl Origin {
     }
 }
 
+/// The call at `site`, observed.
 #[cfg(feature = "tracing")]
 #[cold]
-fn observed_call() -> Option<Box<Call>> {
+#[inline(never)]
+pub(crate) fn observed_call(site: &'static std::panic::Location<'static>) -> Origin {
     let parent = tracing::level_enabled!(tracing::Level::INFO).then(tracing::Span::current);
     let id = if record::is_open() {
         record::next_call()
     } else {
         0
     };
-    (parent.is_some() || id != 0).then(|| Box::new(Call { parent, id }))
+    Origin {
+        call: Some(Call { site, parent, id }),
+    }
 }
 
 /// One attempt of a task, as a `tracing` span (target `concurrency_runtime::task`,
@@ -106,6 +126,12 @@ struct Observed {
 }
 
 impl Attempt {
+    /// No attempt observed.
+    pub(crate) const NONE: Attempt = Attempt {
+        #[cfg(feature = "tracing")]
+        inner: None,
+    };
+
     /// Attempt `number` (from 1) of task `name`, which runs on `placement`.
     #[inline(always)]
     pub(crate) fn new(
@@ -138,11 +164,15 @@ impl Attempt {
     /// the thread it ran on).
     #[inline(always)]
     pub(crate) fn run<R>(&mut self, run: impl FnOnce() -> R) -> R {
+        // `run` is called in one place only, so that it is inlined once.
         #[cfg(feature = "tracing")]
-        if let Some(observed) = self.inner.as_mut() {
-            return observed.run(run);
+        let running = self.inner.as_deref_mut().map(Observed::begin);
+        let ran = run();
+        #[cfg(feature = "tracing")]
+        if let Some(running) = running {
+            running.end();
         }
-        run()
+        ran
     }
 
     /// The worker process `pid` ran the attempt's body from `started` to `ended`
@@ -160,6 +190,32 @@ impl Attempt {
         }
         #[cfg(not(feature = "tracing"))]
         let _ = (pid, started, ended);
+    }
+
+    /// Where the attempt's task was called (if observed).
+    #[inline]
+    pub(crate) fn site(&self) -> Site {
+        #[cfg(feature = "tracing")]
+        {
+            self.inner.as_ref().and_then(|observed| observed.site)
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            Site
+        }
+    }
+
+    /// Whether a subscriber or a recording wants this attempt.
+    #[inline(always)]
+    pub(crate) fn is_observed(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        {
+            self.inner.is_some()
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            false
+        }
     }
 
     /// The attempt ended with `result`; its span closes.
@@ -185,6 +241,39 @@ impl Attempt {
     }
 }
 
+/// A poll or run of an observed attempt, inside its span. Dropped by a body that
+/// unwinds out of it, it notes that the attempt panicked, even if whoever caught the
+/// panic drops the attempt later (tokio, for a spawned task).
+#[cfg(feature = "tracing")]
+struct Running<'a> {
+    panicked: &'a mut bool,
+    _entered: Option<tracing::span::EnteredSpan>,
+    started: u64,
+    /// What a recording's slice names: the call, the attempt, the placement.
+    slice: Option<(u64, u32, TaskKind)>,
+}
+
+#[cfg(feature = "tracing")]
+impl Running<'_> {
+    /// The poll or run returned: recorded as a slice of this thread.
+    #[cold]
+    #[inline(never)]
+    fn end(self) {
+        if let Some((call, number, placement)) = self.slice {
+            record::slice(call, number, placement, self.started, clock::now());
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.panicked = true;
+        }
+    }
+}
+
 /// The observed attempt, if a subscriber or a recording wants it.
 #[cfg(feature = "tracing")]
 #[cold]
@@ -199,6 +288,8 @@ fn observed(
         .as_ref()
         .and_then(|call| call.parent.as_ref())
         .and_then(tracing::Span::id);
+    let site = origin.site();
+    let call_site = site.map_or_else(String::new, ToString::to_string);
     let span = tracing::info_span!(
         target: "concurrency_runtime::task",
         parent: parent,
@@ -206,7 +297,7 @@ fn observed(
         task = name,
         placement = %placement,
         attempt = number,
-        call_site = %origin.site,
+        call_site = %call_site,
         outcome = tracing::field::Empty,
         wait_us = tracing::field::Empty,
         run_us = tracing::field::Empty,
@@ -218,14 +309,16 @@ fn observed(
         0 if record::is_open() => record::next_call(),
         call => call,
     };
-    (!span.is_disabled() || call != 0).then(|| {
+    // Kept for the blocking detector too (its call site), when a subscriber takes WARN.
+    let wanted = !span.is_disabled() || call != 0 || tracing::level_enabled!(tracing::Level::WARN);
+    wanted.then(|| {
         Box::new(Observed {
             span,
             call,
             name,
             placement,
             number,
-            site: origin.site,
+            site,
             created: clock::now(),
             started: None,
             worker: None,
@@ -236,37 +329,19 @@ fn observed(
 
 #[cfg(feature = "tracing")]
 impl Observed {
-    #[inline]
-    fn run<R>(&mut self, run: impl FnOnce() -> R) -> R {
-        /// Notes a body that unwinds out of its poll or run: the attempt panicked, even
-        /// if whoever caught the panic drops it later (tokio, for a spawned task).
-        struct Unwinding<'a>(&'a mut bool);
-        impl Drop for Unwinding<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    *self.0 = true;
-                }
-            }
-        }
+    /// A poll or run starts: the span is entered, the clock read.
+    #[cold]
+    #[inline(never)]
+    fn begin(&mut self) -> Running<'_> {
         let started = clock::now();
         self.started.get_or_insert(started);
-        let unwinding = Unwinding(&mut self.panicked);
-        let ran = if self.span.is_disabled() {
-            run()
-        } else {
-            self.span.in_scope(run)
-        };
-        drop(unwinding);
-        if self.call != 0 {
-            record::slice(
-                self.call,
-                self.number,
-                self.placement,
-                started,
-                clock::now(),
-            );
+        let entered = (!self.span.is_disabled()).then(|| self.span.clone().entered());
+        Running {
+            panicked: &mut self.panicked,
+            _entered: entered,
+            started,
+            slice: (self.call != 0).then_some((self.call, self.number, self.placement)),
         }
-        ran
     }
 
     #[cold]
@@ -349,60 +424,28 @@ pub(crate) fn dropped_because<T>(what: &'static str, attempt: T) {
 
 #[cfg(feature = "tracing")]
 impl Drop for Attempt {
+    // Dropped with every task: the common case (nothing observed) stays inline.
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(observed) = self.inner.take() {
-            // Dropped before its end: by a panic of its body, or its group or deadline.
-            let outcome = if std::thread::panicking() || observed.panicked {
-                "panicked"
-            } else {
-                DROPPING.get().unwrap_or("cancelled")
-            };
-            (*observed).finish(outcome, None);
+            dropped_early(observed);
         }
     }
 }
 
-/// An attempt made at its first poll: for an async task polled in place, whose task
-/// value has nowhere else to keep it (nothing without the feature).
-#[derive(Debug, Default)]
-pub(crate) struct Lazy {
-    #[cfg(feature = "tracing")]
-    attempt: Option<Attempt>,
-}
-
-impl Lazy {
-    /// Runs one poll inside the (first) attempt's span.
-    #[inline(always)]
-    pub(crate) fn run<R>(
-        &mut self,
-        origin: &Origin,
-        name: &'static str,
-        placement: TaskKind,
-        run: impl FnOnce() -> R,
-    ) -> R {
-        #[cfg(feature = "tracing")]
-        {
-            self.attempt
-                .get_or_insert_with(|| Attempt::new(origin, name, placement, 1))
-                .run(run)
-        }
-        #[cfg(not(feature = "tracing"))]
-        {
-            let _ = (origin, name, placement);
-            run()
-        }
-    }
-
-    /// The attempt ended with `result`.
-    #[inline(always)]
-    pub(crate) fn finish_with<T>(&mut self, result: &Result<T, TaskError>) {
-        #[cfg(feature = "tracing")]
-        if let Some(attempt) = self.attempt.as_mut() {
-            attempt.finish_with(result);
-        }
-        #[cfg(not(feature = "tracing"))]
-        let _ = result;
-    }
+/// An observed attempt dropped before its end: by a panic of its body, or its group
+/// or deadline.
+#[cfg(feature = "tracing")]
+#[cold]
+#[inline(never)]
+#[allow(clippy::boxed_local)] // moved out of the attempt as it is, not re-boxed
+fn dropped_early(observed: Box<Observed>) {
+    let outcome = if std::thread::panicking() || observed.panicked {
+        "panicked"
+    } else {
+        DROPPING.get().unwrap_or("cancelled")
+    };
+    (*observed).finish(outcome, None);
 }
 
 /// The outcome of an attempt, as its span records it.

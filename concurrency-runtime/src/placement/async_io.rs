@@ -13,8 +13,8 @@ use super::output::{OutputKind, Value, judge};
 use super::seam::{Placement, Start, TaskValue};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::{Attempt, Lazy, Origin, Site, Watch};
-use crate::policy::{self, Bodies, Named, Policied, Policy};
+use crate::observe::{Attempt, Origin, Watch};
+use crate::policy::{self, Bodies, Named, Options, Policied, Policy};
 use crate::runtime::{self, in_tokio_context, runtime};
 
 pin_project_lite::pin_project! {
@@ -33,8 +33,6 @@ pin_project_lite::pin_project! {
         // Pinned only when a group polls the task in place (`poll_in_place`).
         #[pin]
         future: Bodies<F>,
-        // The span of a task polled in place (feature `tracing`; nothing otherwise).
-        attempt: Lazy,
         output: PhantomData<fn() -> O>,
     }
 }
@@ -72,7 +70,6 @@ where
     fn of(future: Bodies<F>) -> Self {
         AsyncIo {
             future,
-            attempt: Lazy::default(),
             output: PhantomData,
         }
     }
@@ -125,7 +122,7 @@ where
         Policied::Plain {
             attempt: attempt(
                 task.name,
-                &task.origin,
+                task.options.origin(),
                 1,
                 task.placement.future.into_first(),
                 start,
@@ -134,7 +131,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, start: Start) -> Self::Running {
-        let (name, origin) = (task.name, task.origin);
+        let (name, origin) = (task.name, task.options.origin().clone());
         // What the group knew about the tokio context holds for its first poll; each
         // attempt of a task with options (a retry, polled later) looks again.
         let start = match start {
@@ -166,20 +163,19 @@ where
         let task = task.project();
         let placement = task.placement.project();
         let name = *task.name;
-        let attempt = placement.attempt;
-        let polled = attempt.run(task.origin, name, TaskKind::AsyncIo, || {
-            poll_guarded(
+        let has_context = start == Start::InContext;
+        // Nobody observed the call (no subscriber, no recording when it was made): the
+        // same poll as without the feature, and nothing else.
+        if task.options.is_observed() {
+            return poll_observed(
                 placement.future.first_pinned(),
                 cx,
                 name,
-                &task.origin.site,
-                start == Start::InContext,
-            )
-        });
-        if let Poll::Ready(result) = &polled {
-            attempt.finish_with(result);
+                task.options,
+                has_context,
+            );
         }
-        polled
+        poll_guarded(placement.future.first_pinned(), cx, name, has_context)
     }
 
     fn detach(task: TaskValue<Self>) -> Self::Detached {
@@ -187,7 +183,7 @@ where
             attempt: Detached {
                 joined: spawn(
                     task.name,
-                    &task.origin,
+                    task.options.origin(),
                     1,
                     task.placement.future.into_first(),
                 ),
@@ -196,7 +192,7 @@ where
     }
 
     fn detach_supervised(task: TaskValue<Self>) -> Self::Detached {
-        let (name, origin) = (task.name, task.origin);
+        let (name, origin) = (task.name, task.options.origin().clone());
         policy::start_supervised(
             name,
             origin.call(),
@@ -232,7 +228,6 @@ where
             guarded: Guarded {
                 future,
                 name,
-                site: origin.site,
                 attempt: Attempt::new(origin, name, TaskKind::AsyncIo, number),
                 has_context: (start == Start::InContext).then_some(true),
             },
@@ -270,7 +265,7 @@ where
 {
     let future = InTask {
         future,
-        watch: Watch::new(name, origin.site),
+        watch: Watch::new(name),
         attempt: Attempt::new(origin, name, TaskKind::AsyncIo, number),
     };
     let handle = match Handle::try_current() {
@@ -304,11 +299,15 @@ impl<F: Future> Future for InTask<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (future, watch) = (this.future, *this.watch);
+        let site = this.attempt.site();
         // (A panic of the body unwinds through here: the attempt notes it, and says
         // it panicked when tokio, which caught the panic, drops the task.)
+        if !this.attempt.is_observed() {
+            return TaskKind::AsyncIo.enter(|| future.poll(cx));
+        }
         let polled = this
             .attempt
-            .run(|| watch.poll(|| TaskKind::AsyncIo.enter(|| future.poll(cx))));
+            .run(|| watch.poll(site, || TaskKind::AsyncIo.enter(|| future.poll(cx))));
         if polled.is_ready() {
             this.attempt.finish("ok");
         }
@@ -374,9 +373,7 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         name: &'static str,
-        // Where the task was called, and the attempt's span (feature `tracing`;
-        // nothing otherwise).
-        site: Site,
+        // The attempt's span (feature `tracing`; nothing otherwise).
         attempt: Attempt,
         // Whether the first poll found a tokio context (looked up once: the lookup
         // clones the handle).
@@ -391,15 +388,52 @@ impl<F: Future> Future for Guarded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let has_context = *this.has_context.get_or_insert_with(in_tokio_context);
-        let (future, name, site) = (this.future, *this.name, this.site);
-        let polled = this
-            .attempt
-            .run(|| poll_guarded(future, cx, name, site, has_context));
-        if let Poll::Ready(result) = &polled {
-            this.attempt.finish_with(result);
+        let (future, name) = (this.future, *this.name);
+        if this.attempt.is_observed() {
+            return poll_attempt(future, cx, name, this.attempt, has_context);
         }
-        polled
+        poll_guarded(future, cx, name, has_context)
     }
+}
+
+/// [`poll_guarded`] for an async task polled in place while someone observes: the
+/// poll timed by the blocking detector, inside the attempt's span (made at the first
+/// observed poll). Out of line: a task nobody observes never gets here.
+#[inline(never)]
+fn poll_observed<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    name: &'static str,
+    options: &mut Options,
+    has_context: bool,
+) -> Poll<Result<F::Output, TaskError>> {
+    let (origin, attempt) = options.in_place();
+    let (watch, site) = (Watch::new(name), origin.site());
+    if !attempt.is_observed() {
+        *attempt = Attempt::new(origin, name, TaskKind::AsyncIo, 1);
+    }
+    let polled = attempt.run(|| watch.poll(site, || poll_guarded(future, cx, name, has_context)));
+    if let Poll::Ready(result) = &polled {
+        attempt.finish_with(result);
+    }
+    polled
+}
+
+/// [`poll_guarded`] for a started attempt (`Guarded`) while someone observes.
+#[inline(never)]
+fn poll_attempt<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    name: &'static str,
+    attempt: &mut Attempt,
+    has_context: bool,
+) -> Poll<Result<F::Output, TaskError>> {
+    let (watch, site) = (Watch::new(name), attempt.site());
+    let polled = attempt.run(|| watch.poll(site, || poll_guarded(future, cx, name, has_context)));
+    if let Poll::Ready(result) = &polled {
+        attempt.finish_with(result);
+    }
+    polled
 }
 
 /// Polls an async task's future with [`TaskKind::current`] reporting an async task
@@ -410,16 +444,12 @@ fn poll_guarded<F: Future>(
     mut future: Pin<&mut F>,
     cx: &mut Context<'_>,
     name: &'static str,
-    site: &Site,
     has_context: bool,
 ) -> Poll<Result<F::Output, TaskError>> {
-    let watch = Watch::new(name, Site::clone(site));
     let mut poll = || {
-        watch.poll(|| {
-            catch_unwind(AssertUnwindSafe(|| {
-                TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
-            }))
-        })
+        catch_unwind(AssertUnwindSafe(|| {
+            TaskKind::AsyncIo.enter(|| future.as_mut().poll(cx))
+        }))
     };
     let polled = if has_context {
         poll()

@@ -109,7 +109,7 @@ where
         Policied::Plain {
             attempt: attempt(
                 task.name,
-                &task.origin,
+                task.options.origin(),
                 1,
                 task.placement.body.into_first(),
                 None,
@@ -122,7 +122,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
-        let (name, origin) = (task.name, task.origin);
+        let (name, origin) = (task.name, task.options.origin().clone());
         policy::start_supervised(
             name,
             origin.call(),

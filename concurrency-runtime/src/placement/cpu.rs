@@ -112,7 +112,7 @@ where
         Policied::Plain {
             attempt: attempt(
                 task.name,
-                &task.origin,
+                task.options.origin(),
                 1,
                 task.placement.body.into_first(),
                 None,
@@ -126,7 +126,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
-        let (name, origin) = (task.name, task.origin);
+        let (name, origin) = (task.name, task.options.origin().clone());
         // The thread that waits for a task with a deadline must watch the deadline,
         // not run the task's body itself.
         let helpable = task.options.timeout().is_none();
@@ -157,7 +157,7 @@ where
         }
         Ok(cpu_batch::start(
             tasks.into_iter().map(|task| {
-                let attempt = Attempt::new(&task.origin, task.name, TaskKind::Cpu, 1);
+                let attempt = Attempt::new(task.options.origin(), task.name, TaskKind::Cpu, 1);
                 (*task.name, task.placement.body.into_first(), attempt)
             }),
             finish,

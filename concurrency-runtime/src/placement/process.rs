@@ -185,7 +185,7 @@ impl<A, R, O> Request for TaskValue<Process<A, R, O>> {
 
     #[cfg(feature = "tracing")]
     fn attempt(&self) -> Attempt {
-        Attempt::new(&self.origin, self.name, TaskKind::Process, 1)
+        Attempt::new(self.options.origin(), self.name, TaskKind::Process, 1)
     }
 
     fn encode(
@@ -216,7 +216,7 @@ where
         let decode = task.placement.decode_result;
         Policied::Plain {
             attempt: match task.placement.request(name) {
-                Ok(frame) => attempt(name, &task.origin, 1, frame, decode),
+                Ok(frame) => attempt(name, task.options.origin(), 1, frame, decode),
                 Err(error) => ProcessRunning::failed(name, error),
             },
         }
@@ -227,7 +227,7 @@ where
     }
 
     fn start_supervised(task: TaskValue<Self>, _: Start) -> Self::Running {
-        let origin = task.origin.clone();
+        let origin = task.options.origin().clone();
         let name = task.name;
         let decode = task.placement.decode_result;
         let frame = match task.placement.request(name) {
@@ -270,7 +270,7 @@ where
         let (name, decode) = (task.name, task.placement.decode_result);
         // The attempt's span starts once an idle worker was found for it.
         let mut attempt = None;
-        let origin = &task.origin;
+        let origin = task.options.origin();
         let outcome = crate::process::parent::run_here(
             name,
             &body,

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use super::cpu_batch::{BatchFuture, Finish};
 use crate::error::{BoxError, TaskError};
 use crate::kind::TaskKind;
-use crate::observe::Origin;
 use crate::policy::{Attempted, Options, Policy};
 use crate::progress::Reporter;
 
@@ -27,10 +26,10 @@ pin_project_lite::pin_project! {
         // One pointer, to the name (a `&'static str` is two words: a collection holds
         // one task value per task).
         pub(crate) name: &'static &'static str,
+        // Its options, and where and under which span it was called (feature
+        // `tracing`): one pointer, `None` for a task without options that nobody
+        // observes.
         pub(crate) options: Options,
-        // Where and under which span the task was called (feature `tracing`; nothing
-        // otherwise).
-        pub(crate) origin: Origin,
         // Pinned only where a group polls an async task in place (see
         // `Placement::poll_in_place`); moved out by value everywhere else.
         #[pin]
@@ -45,8 +44,7 @@ impl<P> TaskValue<P> {
     pub(crate) fn plain(name: &'static &'static str, placement: P) -> Self {
         TaskValue {
             name,
-            options: Options::NONE,
-            origin: Origin::here(),
+            options: Options::none(),
             placement,
         }
     }
@@ -59,7 +57,6 @@ impl<P: Placement> TaskValue<P> {
         TaskValue {
             name,
             options: Options::new(policy, supervisor::<P>()),
-            origin: Origin::here(),
             placement,
         }
     }
