@@ -344,6 +344,16 @@ impl TaskError {
                 self.inner.task,
                 signal_name(*signal)
             ),
+            TaskErrorKind::Crashed {
+                pid,
+                signal: None,
+                exit_code: None,
+            } => write!(
+                f,
+                "task `{}` crashed: its worker host (process {pid}) stopped answering before \
+                 returning a result",
+                self.inner.task
+            ),
             TaskErrorKind::Crashed { pid, exit_code, .. } => write!(
                 f,
                 "task `{}` crashed: its worker process {pid} exited with code {} before returning a result",

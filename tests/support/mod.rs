@@ -167,3 +167,7 @@ pub async fn poll_once<F: std::future::Future>(
     })
     .await
 }
+
+/// A real `nats-server` and worker hosts, for the remote tests.
+#[cfg(feature = "nats")]
+pub mod nats;

@@ -14,8 +14,9 @@ use crate::error::{BoxError, SerializationStage, TaskError};
 use crate::kind::TaskKind;
 use crate::observe::{Attempt, Origin};
 use crate::policy::{self, Bodies, Named, Policied, Policy};
-use crate::process::parent::{Answer, Control, Job, Ran, Sink, submit};
+use crate::process::parent::{Answer, Control, Job, Ran, Sink};
 use crate::process::registry::{self, ProcessEntry};
+use crate::process::submit;
 use crate::process::{protocol, wire};
 use crate::progress::Reporter;
 use crate::sync::Completion;
@@ -271,7 +272,7 @@ where
         // The attempt's span starts once an idle worker was found for it.
         let mut attempt = None;
         let origin = task.options.origin();
-        let outcome = crate::process::parent::run_here(
+        let outcome = crate::process::run_here(
             name,
             &body,
             || attempt = Some(Attempt::new(origin, name, TaskKind::Process, 1)),

@@ -158,7 +158,7 @@ where
         }
         // Set before its tasks are queued: a driver finds it.
         let _ = slot.set(chunk);
-        parent::submit(queued.drain(..).map(|index| Job {
+        crate::process::submit(queued.drain(..).map(|index| Job {
             sink: Arc::clone(&sink),
             index,
         }));

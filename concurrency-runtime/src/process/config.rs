@@ -36,6 +36,8 @@ pub struct PoolConfig {
     pub(crate) max_memory: Option<u64>,
     pub(crate) max_depth: u32,
     pub(crate) nested_workers: usize,
+    #[cfg(feature = "nats")]
+    pub(crate) nats: Option<super::remote::NatsConfig>,
 }
 
 /// Which variables of the parent's environment a worker gets.
@@ -83,11 +85,22 @@ impl Default for PoolConfig {
             max_memory: None,
             max_depth: DEFAULT_MAX_DEPTH,
             nested_workers: 1,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 }
 
 impl PoolConfig {
+    /// Sends this program's process tasks to worker hosts through the NATS server of
+    /// `config` instead of the local pool (Cargo feature `nats`; see
+    /// [`remote`](super::remote)).
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, config: super::remote::NatsConfig) -> Self {
+        self.nats = Some(config);
+        self
+    }
+
     /// Sets [`PoolConfig::workers`].
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;

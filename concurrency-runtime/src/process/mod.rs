@@ -16,6 +16,8 @@ mod handoff;
 pub(crate) mod parent;
 pub(crate) mod protocol;
 pub(crate) mod registry;
+#[cfg(feature = "nats")]
+pub mod remote;
 mod settings;
 mod shared_counter;
 mod shared_memory;
@@ -30,7 +32,40 @@ pub use config::{ConfigError, PoolConfig};
 /// process it fails with [`ConfigError::InWorker`]: the pool there takes its settings
 /// from the program's.
 pub fn configure(config: PoolConfig) -> Result<(), ConfigError> {
-    parent::configure(config)
+    #[cfg(feature = "nats")]
+    let mut config = config;
+    #[cfg(feature = "nats")]
+    let nats = config.nats.take();
+    parent::configure(config)?;
+    #[cfg(feature = "nats")]
+    if let Some(nats) = nats {
+        remote::configure(nats).map_err(|_| ConfigError::AlreadyStarted)?;
+    }
+    Ok(())
+}
+
+/// Sends process tasks to the pool, or to the worker hosts when NATS is configured.
+pub(crate) fn submit(jobs: impl IntoIterator<Item = parent::Job>) {
+    #[cfg(feature = "nats")]
+    if remote::is_configured() {
+        return remote::submit(jobs);
+    }
+    parent::submit(jobs);
+}
+
+/// Runs a process task on an idle local worker from this thread (see
+/// `parent::run_here`); never with worker hosts.
+pub(crate) fn run_here<T>(
+    name: &'static str,
+    body: &[u8],
+    started: impl FnOnce(),
+    decode: impl FnOnce(Result<&[u8], crate::error::TaskError>, parent::Ran) -> T,
+) -> Option<T> {
+    #[cfg(feature = "nats")]
+    if remote::is_configured() {
+        return None;
+    }
+    parent::run_here(name, body, started, decode)
 }
 
 /// The process ids of the pool's live workers, e.g. for monitoring. Empty before the

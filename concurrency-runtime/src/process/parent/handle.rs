@@ -273,9 +273,20 @@ pub(crate) fn outcome<'a>(
     response: &Response<'a>,
     max_frame: u64,
 ) -> Result<&'a [u8], TaskError> {
-    let text = || String::from_utf8_lossy(response.payload).into_owned();
-    match response.status & !protocol::RETIRING {
-        protocol::OK => Ok(response.payload),
+    status_outcome(name, response.status, response.payload, max_frame)
+}
+
+/// What an answer's `status` and `payload` mean for task `name` (also for a worker
+/// host's answers, which carry the same statuses).
+pub(crate) fn status_outcome<'a>(
+    name: &'static str,
+    status: u8,
+    payload: &'a [u8],
+    max_frame: u64,
+) -> Result<&'a [u8], TaskError> {
+    let text = || String::from_utf8_lossy(payload).into_owned();
+    match status & !protocol::RETIRING {
+        protocol::OK => Ok(payload),
         protocol::PANICKED => Err(TaskError::panicked_with(name, text())),
         protocol::CANCELLED => Err(TaskError::cancelled(name)),
         protocol::TOO_LARGE => Err(too_large(name, "the task's result", max_frame)),

@@ -10,5 +10,9 @@ mod slots;
 mod spawn;
 
 pub(crate) use crate::process::protocol::Ran;
+#[cfg(feature = "nats")]
+pub(crate) use handle::status_outcome;
 pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};
+#[cfg(feature = "nats")]
+pub(crate) use queue::Wakes;
 pub(crate) use queue::{Answer, Control, Job, Sink};

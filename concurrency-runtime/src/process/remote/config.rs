@@ -1,0 +1,158 @@
+//! How to reach the broker, and as whom.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where process tasks go when they run on other hosts: a NATS server, its
+/// credentials and TLS settings, the subjects' prefix, and how often a worker host
+/// says it is alive. The caller (`process::configure(PoolConfig::default().nats(..))`)
+/// and every worker host ([`serve`](super::serve)) use the same settings.
+///
+/// Anyone who can publish on the task subject can make a worker host run the
+/// program's registered tasks on arguments of their choosing: run the server with
+/// authentication required (a token, a user and password, or an nkey credentials
+/// file), and TLS between hosts.
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrency_runtime::process::remote::NatsConfig;
+///
+/// let config = NatsConfig::new("nats://127.0.0.1:4222")
+///     .token("s3cret")
+///     .heartbeat(Duration::from_millis(500))
+///     .label("rack-7");
+/// assert_eq!(config.url(), "nats://127.0.0.1:4222");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    pub(crate) url: String,
+    pub(crate) auth: Auth,
+    pub(crate) require_tls: bool,
+    pub(crate) root_certificates: Vec<PathBuf>,
+    pub(crate) prefix: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) label: Option<String>,
+    pub(crate) capacity: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Auth {
+    None,
+    Token(String),
+    UserPassword(String, String),
+    CredentialsFile(PathBuf),
+}
+
+impl NatsConfig {
+    /// The server at `url` (`nats://host:port`, or `tls://` for TLS), without
+    /// credentials, subjects under `concurrency`, a heartbeat each second.
+    pub fn new(url: impl Into<String>) -> Self {
+        NatsConfig {
+            url: url.into(),
+            auth: Auth::None,
+            require_tls: false,
+            root_certificates: Vec::new(),
+            prefix: "concurrency".to_owned(),
+            heartbeat: Duration::from_secs(1),
+            label: None,
+            capacity: None,
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Authenticates with a token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Authenticates with a user and password.
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Auth::UserPassword(user.into(), password.into());
+        self
+    }
+
+    /// Authenticates with an nkey/JWT credentials file (`.creds`).
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = Auth::CredentialsFile(path.into());
+        self
+    }
+
+    /// Refuses to talk to the server without TLS.
+    pub fn require_tls(mut self, required: bool) -> Self {
+        self.require_tls = required;
+        self
+    }
+
+    /// Trusts the certificate authority in `path` (PEM) for the server's TLS
+    /// certificate.
+    pub fn root_certificate(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_certificates.push(path.into());
+        self
+    }
+
+    /// The subjects' prefix (default `concurrency`): tasks go to `PREFIX.tasks`.
+    /// Programs that share a server keep apart with different prefixes.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How often a worker host tells a caller that its task is still running
+    /// (default one second). A caller that hears nothing for twice this long reports
+    /// the task as crashed: its host is gone.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// A worker host's name in errors and placement reports (default: the host name
+    /// and pid).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// How many tasks a worker host runs at once (default: its pool's workers);
+    /// further tasks wait on that host.
+    pub fn capacity(mut self, tasks: usize) -> Self {
+        self.capacity = Some(tasks.max(1));
+        self
+    }
+
+    pub(crate) fn task_subject(&self) -> String {
+        format!("{}.tasks", self.prefix)
+    }
+
+    pub(crate) fn cancel_subject(&self, host: &str) -> String {
+        format!("{}.cancel.{host}", self.prefix)
+    }
+
+    /// Connects with these settings; `name` names the connection on the server.
+    pub(crate) async fn connect(&self, name: &str) -> Result<async_nats::Client, String> {
+        let mut options = match &self.auth {
+            Auth::None => async_nats::ConnectOptions::new(),
+            Auth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+            Auth::UserPassword(user, password) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            Auth::CredentialsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+        };
+        for path in &self.root_certificates {
+            options = options.add_root_certificates(path.clone());
+        }
+        options
+            .require_tls(self.require_tls)
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.url.as_str())
+            .await
+            .map_err(|error| format!("cannot connect to the NATS server at {}: {error}", self.url))
+    }
+}

@@ -1,0 +1,48 @@
+//! Process tasks on other hosts, through a NATS server (Cargo feature `nats`).
+//!
+//! The same `#[cpu_task(process)]` functions, in the same binary, run on worker
+//! hosts: configure the caller with `process::configure(PoolConfig::default()
+//! .nats(NatsConfig::new(url)))` and start the program on each worker host in worker
+//! host mode, where it calls [`serve`]. A worker host takes requests from the task
+//! subject in a queue group (each request goes to one host) and runs each in its own
+//! local process pool, so that a crash on a worker host is reported to the caller as
+//! `Crashed` with its signal, exactly as locally.
+//!
+//! Delivery is *at most once* (core request/reply): each task runs at most once. A
+//! host says it is alive while a task waits or runs (every heartbeat interval); a
+//! caller that hears nothing for twice that long fails the task as `Crashed` (its
+//! host is gone), or with a `Worker` error if no host ever took it. Timeouts and
+//! cancellation reach the host, which kills the local worker running that task. A
+//! host built from another binary refuses requests (task numbers could mean other
+//! code there), with an error on both sides. See README's "Running on several
+//! machines".
+
+mod caller;
+mod config;
+mod host;
+mod message;
+
+pub use config::NatsConfig;
+
+pub(crate) use caller::{configure, is_configured, submit};
+
+/// Serves process tasks on this host until the connection to the server ends: the
+/// program's entry point on a worker host (see the module's documentation). It
+/// returns why it could not connect or subscribe; a connection that ends later
+/// returns `Ok`.
+///
+/// ```no_run
+/// use concurrency_runtime::process::remote::{self, NatsConfig};
+///
+/// if std::env::args().any(|arg| arg == "--worker-host") {
+///     let config = NatsConfig::new("nats://broker:4222").token("s3cret");
+///     if let Err(error) = remote::serve(config) {
+///         eprintln!("{error}");
+///         std::process::exit(1);
+///     }
+///     return;
+/// }
+/// ```
+pub fn serve(config: NatsConfig) -> Result<(), String> {
+    host::serve(config)
+}

@@ -1,0 +1,215 @@
+//! Process tasks on worker hosts through a real `nats-server` (feature `nats`): three
+//! worker hosts (copies of this test binary in worker host mode), a caller configured
+//! once for the whole binary. Results and placement, a hundred tasks spread over the
+//! hosts, a panic, a segfault and a timeout each failing only its task (the host kills
+//! the timed-out task's worker), and a malformed message failing alone.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use concurrency_runtime::process::remote::NatsConfig;
+use concurrency_runtime::process::{self, PoolConfig};
+use concurrency_runtime::{TaskErrorKind, cpu_task, run_concurrently};
+use support::nats::{Host, NatsServer};
+use support::watchdog;
+
+const TOKEN: &str = "remote-test-token";
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// A worker host's entry point: started by the tests below as a copy of this binary.
+#[test]
+#[ignore = "a worker host's entry point, started by the other tests"]
+fn remote_host_entry() {
+    support::nats::serve_host(HEARTBEAT, 2, 4);
+}
+
+struct Cluster {
+    _server: NatsServer,
+    hosts: Vec<Host>,
+    url: String,
+}
+
+/// The server, three hosts, and this binary's caller configured for them.
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let server = NatsServer::start(TOKEN);
+        let env = [
+            ("CONCURRENCY_TEST_HOST_URL", server.url.as_str()),
+            ("CONCURRENCY_TEST_HOST_TOKEN", TOKEN),
+        ];
+        let hosts = ["host-a", "host-b", "host-c"]
+            .iter()
+            .map(|label| Host::start("remote_host_entry", label, &env))
+            .collect();
+        let config = NatsConfig::new(server.url.clone())
+            .token(TOKEN)
+            .heartbeat(HEARTBEAT);
+        process::configure(PoolConfig::default().nats(config)).expect("configure the caller");
+        Cluster {
+            url: server.url.clone(),
+            _server: server,
+            hosts,
+        }
+    })
+}
+
+/// Where the task ran: its pid, its parent's, and its host's label.
+#[cpu_task(process)]
+fn where_am_i() -> (u32, u32, String) {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32;
+    let label = std::env::var("CONCURRENCY_TEST_HOST_LABEL").unwrap_or_default();
+    (std::process::id(), parent, label)
+}
+
+#[cpu_task(process)]
+fn slow_square(n: u64) -> (u64, String) {
+    // Work that takes a while, so that the hosts share a hundred tasks.
+    std::thread::sleep(Duration::from_millis(20));
+    let label = std::env::var("CONCURRENCY_TEST_HOST_LABEL").unwrap_or_default();
+    (n * n, label)
+}
+
+#[cpu_task(process)]
+fn remote_panic() -> u64 {
+    panic!("a panic on a worker host")
+}
+
+#[cpu_task(process)]
+fn remote_segfault() -> u64 {
+    // A real invalid memory access, not `raise(SIGSEGV)`.
+    // SAFETY: not safe at all: this test wants the worker to crash with SIGSEGV.
+    unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+    0
+}
+
+#[cpu_task(process, timeout = "400ms")]
+fn remote_sleeper(marker: String) -> u64 {
+    std::fs::write(&marker, std::process::id().to_string()).expect("write the marker");
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+#[test]
+fn a_task_runs_on_a_worker_host_and_its_result_comes_back() {
+    let cluster = cluster();
+    let (pid, parent, label) = watchdog(|| where_am_i().run());
+    assert_ne!(pid, std::process::id(), "not in the caller");
+    let host_pids: Vec<u32> = cluster.hosts.iter().map(|host| host.child.id()).collect();
+    assert!(
+        host_pids.contains(&parent),
+        "a worker of a host ({parent} in {host_pids:?})"
+    );
+    assert!(
+        cluster.hosts.iter().any(|host| host.label == label),
+        "label {label:?}"
+    );
+    assert!(
+        process::worker_pids().is_empty(),
+        "no local worker was started"
+    );
+}
+
+#[test]
+fn a_hundred_tasks_spread_over_the_three_hosts() {
+    let _cluster = cluster();
+    let results = watchdog(|| run_concurrently!(for (0..100u64).map(slow_square)));
+    let squares: Vec<u64> = results.iter().map(|(square, _)| *square).collect();
+    assert_eq!(squares, (0..100u64).map(|n| n * n).collect::<Vec<_>>());
+    let labels: BTreeSet<&str> = results.iter().map(|(_, label)| label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["host-a", "host-b", "host-c"].into(),
+        "every host took some"
+    );
+}
+
+#[test]
+fn a_panic_and_a_segfault_on_a_host_fail_only_their_tasks() {
+    let _cluster = cluster();
+    let (panicked, crashed, fine) =
+        watchdog(|| run_concurrently!(all; remote_panic(), remote_segfault(), slow_square(7)));
+    let panicked = panicked.expect_err("the panic");
+    assert!(
+        matches!(panicked.kind(), TaskErrorKind::Panicked { message } if message.contains("a panic on a worker host")),
+        "{panicked}"
+    );
+    let crashed = crashed.expect_err("the crash");
+    assert!(
+        matches!(
+            crashed.kind(),
+            TaskErrorKind::Crashed {
+                signal: Some(libc::SIGSEGV),
+                ..
+            }
+        ),
+        "{crashed}"
+    );
+    assert_eq!(fine.expect("untouched").0, 49);
+}
+
+#[test]
+fn a_timeout_reaches_the_host_which_kills_the_worker() {
+    let _cluster = cluster();
+    let marker = std::env::temp_dir().join(format!("remote-sleeper-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let path = marker.display().to_string();
+    let error = watchdog(move || remote_sleeper(path).try_run()).expect_err("times out");
+    assert!(error.is_timeout(), "{error}");
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .expect("the task started")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _ = std::fs::remove_file(&marker);
+    // The host kills the worker once the cancellation reaches it.
+    let started = Instant::now();
+    // SAFETY: signal 0 checks that the process exists; it sends nothing.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker {pid} of a timed-out task still runs"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_malformed_message_on_the_task_subject_fails_alone() {
+    let cluster = cluster();
+    let url = cluster.url.clone();
+    let answer = watchdog(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let client = async_nats::ConnectOptions::with_token(TOKEN.to_owned())
+                .connect(url.as_str())
+                .await
+                .expect("connect");
+            let reply = tokio::time::timeout(
+                Duration::from_secs(20),
+                client.request("concurrency.tasks", b"not a request at all".to_vec().into()),
+            )
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+            reply.payload.to_vec()
+        })
+    });
+    assert_eq!(&answer[..4], b"CRA1");
+    assert_eq!(
+        answer[4],
+        102,
+        "a failure: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Every host still serves.
+    let results = watchdog(|| run_concurrently!(for (0..30u64).map(slow_square)));
+    assert_eq!(results.len(), 30);
+}
