@@ -17,7 +17,7 @@ use support::nats::{Host, NatsServer};
 use support::watchdog;
 
 const TOKEN: &str = "remote-test-token";
-const HEARTBEAT: Duration = Duration::from_millis(200);
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// A worker host's entry point: started by the tests below as a copy of this binary.
 #[test]

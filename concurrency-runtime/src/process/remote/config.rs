@@ -117,8 +117,9 @@ impl NatsConfig {
         self
     }
 
-    /// How many tasks a worker host runs at once (default: its pool's workers);
-    /// further tasks wait on that host.
+    /// How many tasks a worker host hands its local pool at once (default 256: the
+    /// pool runs as many as it has workers and keeps the rest queued, so that no
+    /// worker waits for the network); further tasks wait on that host.
     pub fn capacity(mut self, tasks: usize) -> Self {
         self.capacity = Some(tasks.max(1));
         self

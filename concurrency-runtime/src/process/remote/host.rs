@@ -19,6 +19,11 @@ use crate::process::protocol;
 use crate::runtime::runtime;
 use crate::sync::{Completion, lock};
 
+/// How many tasks a host hands its pool at once by default: enough for the pool to
+/// keep every worker busy with the next requests queued (it pipelines them), few
+/// enough to bound what one host holds.
+const DEFAULT_CAPACITY: usize = 256;
+
 /// One request on this host: its body, its cancellation, and its outcome.
 struct HostJob {
     body: Vec<u8>,
@@ -94,9 +99,7 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
             .await
             .map_err(|error| format!("cannot reach the server: {error}"))?;
         let running: Arc<Mutex<HashMap<String, Arc<HostJob>>>> = Arc::default();
-        let capacity = config.capacity.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-        });
+        let capacity = config.capacity.unwrap_or(DEFAULT_CAPACITY);
         let permits = Arc::new(Semaphore::new(capacity));
         let beat = Arc::new(message::heartbeat(pid, &host_id, &label));
         let mut refused_build = false;
@@ -172,7 +175,10 @@ async fn run(
     every: std::time::Duration,
 ) {
     let heartbeat = || client.publish(reply.clone(), beat.as_slice().to_vec().into());
+    // The caller hears of this host before the task can start (then a host lost
+    // mid-task is one the caller knew).
     let _ = heartbeat().await;
+    let _ = client.flush().await;
     // Waits for room on this host, saying it is alive meanwhile.
     let permit = loop {
         tokio::select! {
@@ -210,7 +216,6 @@ async fn run(
         answer
     };
     let _ = client.publish(reply, answer.into()).await;
-    let _ = client.flush().await;
 }
 
 /// The answer for what the host's pool made of a request.
