@@ -49,16 +49,10 @@ impl Origin {
     }
 
     /// Where the task was called (if observed).
+    #[cfg(feature = "tracing")]
     #[inline(always)]
     pub(crate) fn site(&self) -> Site {
-        #[cfg(feature = "tracing")]
-        {
-            self.call.as_ref().map(|call| call.site)
-        }
-        #[cfg(not(feature = "tracing"))]
-        {
-            Site
-        }
+        self.call.as_ref().map(|call| call.site)
     }
 
     /// The call's number in the open recording (0: not recorded).

@@ -408,18 +408,15 @@ fn poll_observed<F: Future>(
     has_context: bool,
 ) -> Poll<Result<F::Output, TaskError>> {
     let (origin, attempt) = options.in_place();
-    let (watch, site) = (Watch::new(name), origin.site());
     if !attempt.is_observed() {
         *attempt = Attempt::new(origin, name, TaskKind::AsyncIo, 1);
     }
-    let polled = attempt.run(|| watch.poll(site, || poll_guarded(future, cx, name, has_context)));
-    if let Poll::Ready(result) = &polled {
-        attempt.finish_with(result);
-    }
-    polled
+    poll_attempt(future, cx, name, attempt, has_context)
 }
 
-/// [`poll_guarded`] for a started attempt (`Guarded`) while someone observes.
+/// [`poll_guarded`] for an observed attempt (of a `Guarded`, or polled in place): the
+/// poll timed by the blocking detector (with the attempt's call site), inside the
+/// attempt's span.
 #[inline(never)]
 fn poll_attempt<F: Future>(
     future: Pin<&mut F>,
