@@ -15,7 +15,9 @@
 //! as SVG and a table per function with p50/p99 of wait and run time).
 //!
 //! **The blocking detector.** Every poll of an async task passes through the
-//! library's guard; with the feature on, the guard times it. A poll longer than the
+//! library's guard; with the feature on, the guard times the polls of a task made
+//! while a subscriber that takes WARN is installed (install it at the start of
+//! `main`). A poll longer than the
 //! threshold (default 10 ms, from [`set_blocking_threshold`] or the environment
 //! variable `CONCURRENCY_BLOCKING_MS`; zero turns the detector off) means the task
 //! blocked its executor thread: every other task on that thread waited. It is
