@@ -201,6 +201,28 @@ fn scenario_entry() {
             assert_eq!(watchdog(|| byte_count(vec![1u8; 1000]).run()), 1000);
             println!("scenario passed: {text}");
         }
+        "no-host" => {
+            let server = NatsServer::start(TOKEN);
+            caller(&server.url, TOKEN);
+            let started = Instant::now();
+            let error = watchdog(|| double(4).try_run()).expect_err("nobody serves");
+            let took = started.elapsed();
+            let text = error.to_string();
+            assert!(
+                matches!(error.kind(), TaskErrorKind::Worker { .. }),
+                "{text}"
+            );
+            assert!(
+                text.contains("no worker host took the task")
+                    && text.contains("start worker hosts on concurrency.tasks"),
+                "{text}"
+            );
+            assert!(
+                took < HEARTBEAT * 2 + Duration::from_secs(2),
+                "took {took:?}"
+            );
+            println!("scenario passed: {text}");
+        }
         other => panic!("no scenario {other}"),
     }
 }
@@ -235,6 +257,13 @@ fn a_caller_or_a_host_with_a_wrong_token_is_refused() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{text}");
     assert!(text.contains("cannot connect"), "{text}");
+}
+
+#[test]
+fn a_task_no_host_takes_fails_with_a_hint_within_twice_the_heartbeat() {
+    let (passed, output) = scenario("no-host", &[]);
+    assert!(passed, "{output}");
+    assert!(output.contains("scenario passed"), "{output}");
 }
 
 #[test]

@@ -196,7 +196,8 @@ async fn drive(config: NatsConfig, mut jobs: mpsc::UnboundedReceiver<Job>) {
                         None => TaskError::protocol(
                             name,
                             format!(
-                                "no worker host took the task within {silence:?}: start worker                                  hosts on {subject} (see `process::remote::serve`)"
+                                "no worker host took the task within {silence:?}: start worker \
+                                 hosts on {subject} (see `process::remote::serve`)"
                             ),
                         ),
                     };
