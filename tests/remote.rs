@@ -1,8 +1,9 @@
 //! Process tasks on worker hosts through a real `nats-server` (feature `nats`): three
 //! worker hosts (copies of this test binary in worker host mode), a caller configured
 //! once for the whole binary. Results and placement, a hundred tasks spread over the
-//! hosts, a panic, a segfault and a timeout each failing only its task (the host kills
-//! the timed-out task's worker), and a malformed message failing alone.
+//! hosts, a panic, a segfault, a timeout and a cancellation each failing only its task
+//! (the host kills the worker), a `limit` that holds across the hosts, and a malformed
+//! message failing alone.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use concurrency_runtime::process::remote::NatsConfig;
 use concurrency_runtime::process::{self, PoolConfig};
-use concurrency_runtime::{TaskErrorKind, cpu_task, run_concurrently};
+use concurrency_runtime::{TaskErrorKind, cpu_task, io_task, run_concurrently};
 use support::nats::{Host, NatsServer};
 use support::watchdog;
 
@@ -94,6 +95,48 @@ fn remote_sleeper(marker: String) -> u64 {
     0
 }
 
+/// When it ran (this machine's monotonic clock) and where.
+#[cpu_task(process, limit = 3)]
+fn limited(ms: u64) -> (u64, u64, String) {
+    let start = support::monotonic_ns();
+    std::thread::sleep(Duration::from_millis(ms));
+    let label = std::env::var("CONCURRENCY_TEST_HOST_LABEL").unwrap_or_default();
+    (start, support::monotonic_ns(), label)
+}
+
+#[cpu_task(process)]
+fn remote_long(marker: String) -> u64 {
+    std::fs::write(&marker, std::process::id().to_string()).expect("write the marker");
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Once the remote task runs (its marker is written), fails the group: a blocking
+/// task in this process, so that it never waits behind the remote task on a host's
+/// worker.
+#[io_task]
+fn panic_when(marker: String) -> u64 {
+    let started = Instant::now();
+    while !std::path::Path::new(&marker).exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no marker");
+        std::thread::yield_now();
+    }
+    panic!("stop the group")
+}
+
+/// Waits (bounded) until process `pid` is gone.
+fn wait_gone(pid: i32, what: &str) {
+    let started = Instant::now();
+    // SAFETY: signal 0 checks that the process exists; it sends nothing.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker {pid} of {what} still runs"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn a_task_runs_on_a_worker_host_and_its_result_comes_back() {
     let cluster = cluster();
@@ -167,15 +210,42 @@ fn a_timeout_reaches_the_host_which_kills_the_worker() {
         .expect("a pid");
     let _ = std::fs::remove_file(&marker);
     // The host kills the worker once the cancellation reaches it.
-    let started = Instant::now();
-    // SAFETY: signal 0 checks that the process exists; it sends nothing.
-    while unsafe { libc::kill(pid, 0) } == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the worker {pid} of a timed-out task still runs"
-        );
-        std::thread::yield_now();
-    }
+    wait_gone(pid, "a timed-out task");
+}
+
+#[test]
+fn a_cancelled_task_s_host_kills_its_worker() {
+    let _cluster = cluster();
+    let marker = std::env::temp_dir().join(format!("remote-long-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let path = marker.display().to_string();
+    let error = watchdog(move || {
+        run_concurrently!(try; panic_when(path.clone()), remote_long(path)).map(|_| ())
+    })
+    .expect_err("the panic fails the group");
+    assert!(
+        matches!(error.kind(), TaskErrorKind::Panicked { message } if message.contains("stop the group")),
+        "{error}"
+    );
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .expect("the long task started")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _ = std::fs::remove_file(&marker);
+    wait_gone(pid, "a cancelled task");
+}
+
+#[test]
+fn a_limit_holds_across_all_the_hosts() {
+    let _cluster = cluster();
+    let runs = watchdog(|| run_concurrently!(for (0..12).map(|_| limited(150))));
+    let intervals: Vec<(u64, u64)> = runs.iter().map(|(start, end, _)| (*start, *end)).collect();
+    let hosts: BTreeSet<&str> = runs.iter().map(|(_, _, label)| label.as_str()).collect();
+    assert!(hosts.len() >= 2, "spread over the hosts: {hosts:?}");
+    let most = support::most_at_once(&intervals);
+    assert!(most <= 3, "{most} ran at once under `limit = 3`");
+    assert!(most >= 2, "they ran concurrently ({most})");
 }
 
 #[test]

@@ -2,16 +2,20 @@
 //! scenario runs in a copy of this test binary (a caller is configured once per
 //! process), against its own real `nats-server` and hosts: a host killed mid-task, a
 //! host of another build, wrong credentials on either side, the broker stopped while
-//! a task runs, and a payload over the server's maximum message size.
+//! a task runs, payloads over the server's maximum message size (sent in parts) and
+//! over the frame limit, a host's capacity, and the at-least-once queue: a host
+//! killed mid-task (the task runs again elsewhere, one result) and the broker
+//! restarted while tasks wait in it.
 
 mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use concurrency_runtime::process::remote::NatsConfig;
+use concurrency_runtime::process::remote::{Delivery, NatsConfig};
 use concurrency_runtime::process::{self, PoolConfig};
-use concurrency_runtime::{TaskErrorKind, cpu_task};
+use concurrency_runtime::{TaskErrorKind, cpu_task, run_concurrently};
+use futures_util::StreamExt;
 use support::nats::{Host, NatsServer};
 use support::watchdog;
 
@@ -82,9 +86,122 @@ fn byte_count(bytes: Vec<u8>) -> usize {
     bytes.len()
 }
 
+#[cpu_task(process)]
+fn reversed(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.reverse();
+    bytes
+}
+
+/// When it ran, on this machine's monotonic clock.
+#[cpu_task(process)]
+fn timed(ms: u64) -> (u64, u64) {
+    let start = support::monotonic_ns();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, support::monotonic_ns())
+}
+
+/// The first run writes its pid to `marker` and waits to be killed; a run that finds
+/// the marker returns at once. Every run adds a line to `marker.runs`.
+#[cpu_task(process)]
+fn once_stuck(marker: String) -> String {
+    use std::io::Write;
+    let runs = format!("{marker}.runs");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&runs)
+        .expect("the runs file");
+    writeln!(log, "{}", std::process::id()).expect("log the run");
+    if std::path::Path::new(&marker).exists() {
+        return "second run".to_owned();
+    }
+    std::fs::write(&marker, std::process::id().to_string()).expect("write the marker");
+    std::thread::sleep(Duration::from_secs(60));
+    "first run".to_owned()
+}
+
 fn caller(url: &str, token: &str) {
-    let config = NatsConfig::new(url).token(token).heartbeat(HEARTBEAT);
-    process::configure(PoolConfig::default().nats(config)).expect("configure the caller");
+    caller_with(NatsConfig::new(url).token(token));
+}
+
+fn caller_with(config: NatsConfig) {
+    let config = config.heartbeat(HEARTBEAT);
+    process::configure(PoolConfig::default().max_frame_bytes(16 << 20).nats(config))
+        .expect("configure the caller");
+}
+
+/// The process group a process belongs to.
+fn group_of(pid: i32) -> i32 {
+    // SAFETY: getpgid has no memory preconditions; it fails (-1) for a pid that is gone.
+    unsafe { libc::getpgid(pid) }
+}
+
+/// Waits (bounded) until `check` holds.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} never came"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Watches the hosts' heartbeats to callers (on a connection of its own): a test
+/// that kills a host mid-task waits until its caller has heard of the host.
+struct Beats {
+    runtime: tokio::runtime::Runtime,
+    beats: async_nats::Subscriber,
+}
+
+impl Beats {
+    /// Subscribes before the task starts, so that no heartbeat goes unseen.
+    fn watch(url: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let beats = runtime.block_on(async {
+            let client = async_nats::ConnectOptions::with_token(TOKEN.to_owned())
+                .connect(url)
+                .await
+                .expect("connect");
+            let beats = client.subscribe("_INBOX.*.beat").await.expect("subscribe");
+            client.flush().await.expect("flush");
+            beats
+        });
+        Beats { runtime, beats }
+    }
+
+    /// Waits (bounded) for a heartbeat.
+    fn wait(&mut self) {
+        let beat = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), self.beats.next()).await
+        });
+        assert!(matches!(beat, Ok(Some(_))), "no heartbeat came");
+    }
+}
+
+/// How many messages the at-least-once queue holds (asked with a client of its own).
+fn queued(url: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let Ok(client) = async_nats::ConnectOptions::with_token(TOKEN.to_owned())
+            .connect(url)
+            .await
+        else {
+            return 0;
+        };
+        let context = async_nats::jetstream::new(client);
+        match context.get_stream("concurrency_tasks").await {
+            Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+            Err(_) => 0,
+        }
+    })
 }
 
 /// Waits (bounded) until `path` exists.
@@ -109,12 +226,14 @@ fn scenario_entry() {
     };
     match name.as_str() {
         "host-lost" => {
-            let (_server, mut host) = setup("doomed", &[]);
+            let (server, mut host) = setup("doomed", &[]);
+            let mut beats = Beats::watch(&server.url);
             let marker = support::nats::TempDir::new("host-lost");
             let file = marker.0.join("pid");
             let path = file.display().to_string();
             let running = std::thread::spawn(move || pid_then_sleep(path).try_run());
             wait_for_file(&file);
+            beats.wait();
             let killed = Instant::now();
             host.kill();
             let error = watchdog(move || running.join().expect("the caller thread"))
@@ -192,14 +311,130 @@ fn scenario_entry() {
             );
             println!("scenario passed: {error} after {took:?}");
         }
-        "too-large" => {
-            let (_server, _host) = setup("small", &[]);
+        "large" => {
+            let (_server, _host) = setup("large", &[]);
+            // 10 MiB there and back: ten times the server's 1 MiB messages.
+            let bytes: Vec<u8> = (0..10u32 << 20).map(|i| (i % 251) as u8).collect();
+            let mut expected = bytes.clone();
+            expected.reverse();
+            let back = watchdog(move || reversed(bytes).run());
+            assert!(back == expected, "the bytes came back reversed");
+            // Over the frame limit (16 MiB here): the local pool's error.
             let error =
-                watchdog(|| byte_count(vec![7u8; 10 << 20]).try_run()).expect_err("too large");
+                watchdog(|| byte_count(vec![7u8; 20 << 20]).try_run()).expect_err("too large");
             let text = error.to_string();
-            assert!(text.contains("maximum message size"), "{text}");
+            assert!(
+                matches!(error.kind(), TaskErrorKind::Worker { .. })
+                    && text.contains("exceeds the maximum frame size of 16777216 bytes"),
+                "{text}"
+            );
             assert_eq!(watchdog(|| byte_count(vec![1u8; 1000]).run()), 1000);
             println!("scenario passed: {text}");
+        }
+        "capacity" | "queue-capacity" => {
+            // A host with two workers that may hold one task: two tasks run one
+            // after the other, the second refused (or left in the queue) meanwhile.
+            let server = NatsServer::start(TOKEN);
+            let env = [
+                ("CONCURRENCY_TEST_HOST_URL", server.url.as_str()),
+                ("CONCURRENCY_TEST_HOST_TOKEN", TOKEN),
+                ("CONCURRENCY_TEST_HOST_WORKERS", "2"),
+                ("CONCURRENCY_TEST_HOST_CAPACITY", "1"),
+            ];
+            let _host = Host::start("remote_host_entry", "narrow", &env);
+            let delivery = if name == "capacity" {
+                Delivery::AtMostOnce
+            } else {
+                Delivery::AtLeastOnce
+            };
+            caller_with(NatsConfig::new(&server.url).token(TOKEN).delivery(delivery));
+            let (first, second) = watchdog(|| run_concurrently!(timed(300), timed(300)));
+            let most = support::most_at_once(&[first, second]);
+            assert_eq!(
+                most, 1,
+                "a host of capacity 1 ran {first:?} and {second:?} at once"
+            );
+            println!("scenario passed: {first:?} then {second:?}");
+        }
+        "queue-host-lost" | "queue-gives-up" => {
+            // Given up: a consumer that delivers a task once.
+            let deliveries = if name == "queue-gives-up" { "1" } else { "5" };
+            let server = NatsServer::start(TOKEN);
+            let env = [
+                ("CONCURRENCY_TEST_HOST_URL", server.url.as_str()),
+                ("CONCURRENCY_TEST_HOST_TOKEN", TOKEN),
+                ("CONCURRENCY_TEST_HOST_MAX_DELIVERIES", deliveries),
+            ];
+            let mut hosts = [
+                Host::start("remote_host_entry", "first", &env),
+                Host::start("remote_host_entry", "second", &env),
+            ];
+            caller_with(
+                NatsConfig::new(&server.url)
+                    .token(TOKEN)
+                    .delivery(Delivery::AtLeastOnce),
+            );
+            let mut beats = Beats::watch(&server.url);
+            let marker = support::nats::TempDir::new("queue-host-lost");
+            let file = marker.0.join("pid");
+            let path = file.display().to_string();
+            let running = std::thread::spawn(move || once_stuck(path).try_run());
+            wait_for_file(&file);
+            beats.wait();
+            let worker: i32 = std::fs::read_to_string(&file)
+                .expect("the marker")
+                .trim()
+                .parse()
+                .expect("a pid");
+            // Kill the host whose worker runs it (the worker is in its group).
+            let group = group_of(worker);
+            let index = hosts
+                .iter()
+                .position(|host| host.child.id() as i32 == group)
+                .expect("the task runs on one of the hosts");
+            let killed = Instant::now();
+            hosts[index].kill();
+            let result = watchdog(move || running.join().expect("the caller thread"));
+            if name == "queue-gives-up" {
+                let error = result.expect_err("not delivered again");
+                assert!(
+                    matches!(error.kind(), TaskErrorKind::Crashed { pid, .. } if *pid as i32 == group),
+                    "{error}"
+                );
+                let took = killed.elapsed();
+                assert!(took < Duration::from_secs(20), "took {took:?}");
+                wait_until("an empty queue", || queued(&server.url) == 0);
+                println!("scenario passed: {error} after {took:?}");
+                return;
+            }
+            assert_eq!(result.expect("delivered again"), "second run");
+            let runs =
+                std::fs::read_to_string(format!("{}.runs", file.display())).expect("the runs file");
+            assert_eq!(runs.lines().count(), 2, "ran twice: {runs}");
+            // Nothing is left in the queue.
+            wait_until("an empty queue", || queued(&server.url) == 0);
+            println!("scenario passed: redelivered after the host was killed");
+        }
+        "queue-broker-restart" => {
+            let mut server = NatsServer::start(TOKEN);
+            caller_with(
+                NatsConfig::new(&server.url)
+                    .token(TOKEN)
+                    .delivery(Delivery::AtLeastOnce),
+            );
+            // No host yet: the tasks wait in the queue.
+            let waiting = std::thread::spawn(|| run_concurrently!(double(1), double(2), double(3)));
+            let url = server.url.clone();
+            wait_until("three queued tasks", || queued(&url) == 3);
+            server.restart();
+            let env = [
+                ("CONCURRENCY_TEST_HOST_URL", server.url.as_str()),
+                ("CONCURRENCY_TEST_HOST_TOKEN", TOKEN),
+            ];
+            let _host = Host::start("remote_host_entry", "after-restart", &env);
+            let results = watchdog(move || waiting.join().expect("the caller thread"));
+            assert_eq!(results, (2, 4, 6));
+            println!("scenario passed: the queued tasks ran after the restart");
         }
         "no-host" => {
             let server = NatsServer::start(TOKEN);
@@ -273,7 +508,38 @@ fn a_broker_stopped_while_a_task_runs_fails_it_instead_of_hanging() {
 }
 
 #[test]
-fn a_payload_over_the_server_s_message_size_fails_alone_with_the_limit() {
-    let (passed, output) = scenario("too-large", &[]);
+fn a_payload_over_the_server_s_message_size_goes_in_parts_and_one_over_the_frame_limit_fails() {
+    let (passed, output) = scenario("large", &[]);
     assert!(passed, "{output}");
+    assert!(output.contains("scenario passed"), "{output}");
+}
+
+#[test]
+fn a_host_holds_no_more_tasks_than_its_capacity() {
+    for name in ["capacity", "queue-capacity"] {
+        let (passed, output) = scenario(name, &[]);
+        assert!(passed, "{name}: {output}");
+        assert!(output.contains("scenario passed"), "{name}: {output}");
+    }
+}
+
+#[test]
+fn at_least_once_a_task_whose_host_is_killed_runs_again_elsewhere_with_one_result() {
+    let (passed, output) = scenario("queue-host-lost", &[]);
+    assert!(passed, "{output}");
+    assert!(output.contains("scenario passed"), "{output}");
+}
+
+#[test]
+fn at_least_once_a_task_delivered_max_deliveries_times_fails_as_crashed() {
+    let (passed, output) = scenario("queue-gives-up", &[]);
+    assert!(passed, "{output}");
+    assert!(output.contains("scenario passed"), "{output}");
+}
+
+#[test]
+fn at_least_once_tasks_queued_when_the_broker_restarts_run_after_it() {
+    let (passed, output) = scenario("queue-broker-restart", &[]);
+    assert!(passed, "{output}");
+    assert!(output.contains("scenario passed"), "{output}");
 }

@@ -171,3 +171,33 @@ pub async fn poll_once<F: std::future::Future>(
 /// A real `nats-server` and worker hosts, for the remote tests.
 #[cfg(feature = "nats")]
 pub mod nats;
+
+/// This machine's monotonic clock in nanoseconds: one clock for every process here,
+/// so that times taken in worker processes compare.
+#[cfg(feature = "nats")]
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The most intervals (`[start, end)`) that overlap at one instant.
+#[cfg(feature = "nats")]
+pub fn most_at_once(intervals: &[(u64, u64)]) -> usize {
+    let mut events: Vec<(u64, i32)> = intervals
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // Ends before starts at the same instant: touching is not overlapping.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, change) in events {
+        now += change;
+        most = most.max(now);
+    }
+    most as usize
+}

@@ -15,7 +15,8 @@ pub struct NatsServer {
     child: Child,
     pub url: String,
     pub token: String,
-    _store: TempDir,
+    port: u16,
+    store: TempDir,
 }
 
 /// A folder removed on drop.
@@ -104,37 +105,74 @@ impl NatsServer {
         });
         let store = TempDir::new("nats-store");
         let port = free_port();
-        let mut child = Command::new(binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--auth",
-                token,
-                "-js",
-                "-sd",
-            ])
-            .arg(&store.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nats-server");
-        let _ = wait_ready(&mut child, "nats-server", "Server is ready");
+        let child = spawn_server(&binary, port, token, &store.0);
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             token: token.to_owned(),
-            _store: store,
+            port,
+            store,
         }
     }
+
+    /// Stops the server and starts it again on the same port with the same store
+    /// (what JetStream had stored is still there).
+    pub fn restart(&mut self) {
+        kill_group(&mut self.child);
+        let binary = which("nats-server").expect("nats-server");
+        self.child = spawn_server(&binary, self.port, &self.token, &self.store.0);
+    }
+}
+
+/// Starts `nats-server` on `port` with `token` and its JetStream store in `store`;
+/// returns once it is ready. It runs under a shell, in a process group of its own,
+/// that stops it when this test process ends, however it ends (its stdin closes):
+/// a fixture kept in a `static` is never dropped.
+fn spawn_server(
+    binary: &std::path::Path,
+    port: u16,
+    token: &str,
+    store: &std::path::Path,
+) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" "$@" </dev/null & server=$!; cat >/dev/null; kill $server"#)
+        .arg(binary)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--auth",
+            token,
+            "-js",
+            "-sd",
+        ])
+        .arg(store)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start nats-server");
+    let _ = wait_ready(&mut child, "nats-server", "Server is ready");
+    child
+}
+
+/// Kills `child` and its process group (it leads one), and reaps it.
+fn kill_group(child: &mut Child) {
+    // SAFETY: `kill` with a negative pid signals the process group `child` leads (it
+    // was started with `process_group(0)`); no memory is involved.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
 }
 
@@ -168,7 +206,8 @@ impl Host {
                 "--test-threads=1",
             ])
             .env("CONCURRENCY_TEST_HOST_LABEL", label)
-            .stdin(Stdio::null())
+            .env("CONCURRENCY_TEST_HOST_WATCH_STDIN", "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -191,12 +230,7 @@ impl Host {
 
     /// Kills the host and everything in its process group (its local workers).
     pub fn kill(&mut self) {
-        // SAFETY: `kill` with a negative pid signals the process group the host leads
-        // (it was started with `process_group(0)`); no memory is involved.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
 }
 
@@ -208,7 +242,8 @@ impl Drop for Host {
 
 /// The body of a worker host's entry point: when the environment names a server
 /// (`CONCURRENCY_TEST_HOST_URL`, with `_TOKEN` and `_LABEL`), configures a local
-/// pool of `workers` and serves it with `heartbeat`; exits with 3 (after saying why)
+/// pool of `workers` and serves it with `heartbeat` and `capacity` (unless
+/// `CONCURRENCY_TEST_HOST_WORKERS`, `_CAPACITY` or `_MAX_DELIVERIES` say otherwise); exits with 3 (after saying why)
 /// if it cannot. Without the variable (a normal test run), does nothing.
 pub fn serve_host(heartbeat: Duration, workers: usize, capacity: usize) {
     use concurrency_runtime::process::remote::{self, NatsConfig};
@@ -216,13 +251,30 @@ pub fn serve_host(heartbeat: Duration, workers: usize, capacity: usize) {
     let Ok(url) = std::env::var("CONCURRENCY_TEST_HOST_URL") else {
         return;
     };
+    if std::env::var_os("CONCURRENCY_TEST_HOST_WATCH_STDIN").is_some() {
+        // The test process holds the other end: when it ends, however it ends, so
+        // does this host (a fixture in a `static` is never dropped).
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
     let label = std::env::var("CONCURRENCY_TEST_HOST_LABEL").unwrap_or_default();
     let token = std::env::var("CONCURRENCY_TEST_HOST_TOKEN").unwrap_or_default();
+    let number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let workers = number("CONCURRENCY_TEST_HOST_WORKERS", workers);
+    let capacity = number("CONCURRENCY_TEST_HOST_CAPACITY", capacity);
     let config = NatsConfig::new(url)
         .heartbeat(heartbeat)
         .label(label)
         .token(token)
-        .capacity(capacity);
+        .capacity(capacity)
+        .max_deliveries(number("CONCURRENCY_TEST_HOST_MAX_DELIVERIES", 5) as u32);
     process::configure(PoolConfig::default().workers(workers)).expect("the host's own pool");
     if let Err(error) = remote::serve(config) {
         eprintln!("worker host failed: {error}");

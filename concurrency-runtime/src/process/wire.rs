@@ -169,6 +169,7 @@ pub(crate) struct Compound<'e, 'a> {
 }
 
 impl Compound<'_, '_> {
+    #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.count += 1;
         value.serialize(&mut *self.encoder)
@@ -198,96 +199,122 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     type SerializeStruct = Compound<'e, 'a>;
     type SerializeStructVariant = Compound<'e, 'a>;
 
+    #[inline]
     fn is_human_readable(&self) -> bool {
         false
     }
 
+    #[inline]
     fn serialize_bool(self, value: bool) -> Result<()> {
         self.bytes(&[u8::from(value)])
     }
 
+    #[inline]
     fn serialize_i8(self, value: i8) -> Result<()> {
         self.bytes(&value.to_le_bytes())
     }
 
+    #[inline]
     fn serialize_i16(self, value: i16) -> Result<()> {
         self.signed(value.into())
     }
 
+    #[inline]
     fn serialize_i32(self, value: i32) -> Result<()> {
         self.signed(value.into())
     }
 
+    #[inline]
     fn serialize_i64(self, value: i64) -> Result<()> {
         self.signed(value.into())
     }
 
+    #[inline]
     fn serialize_i128(self, value: i128) -> Result<()> {
         self.signed(value)
     }
 
+    #[inline]
     fn serialize_u8(self, value: u8) -> Result<()> {
-        self.bytes(&[value])
+        // One call per byte of a `Vec<u8>` (serde writes it as a sequence): a push.
+        self.room(1)?;
+        self.out.push(value);
+        Ok(())
     }
 
+    #[inline]
     fn serialize_u16(self, value: u16) -> Result<()> {
         self.varint(value.into())
     }
 
+    #[inline]
     fn serialize_u32(self, value: u32) -> Result<()> {
         self.varint(value.into())
     }
 
+    #[inline]
     fn serialize_u64(self, value: u64) -> Result<()> {
         self.varint(value.into())
     }
 
+    #[inline]
     fn serialize_u128(self, value: u128) -> Result<()> {
         self.varint(value)
     }
 
+    #[inline]
     fn serialize_f32(self, value: f32) -> Result<()> {
         self.bytes(&value.to_le_bytes())
     }
 
+    #[inline]
     fn serialize_f64(self, value: f64) -> Result<()> {
         self.bytes(&value.to_le_bytes())
     }
 
+    #[inline]
     fn serialize_char(self, value: char) -> Result<()> {
         self.varint(u32::from(value).into())
     }
 
+    #[inline]
     fn serialize_str(self, value: &str) -> Result<()> {
         self.serialize_bytes(value.as_bytes())
     }
 
+    #[inline]
     fn serialize_bytes(self, value: &[u8]) -> Result<()> {
         self.length(value.len())?;
         self.bytes(value)
     }
 
+    #[inline]
     fn serialize_none(self) -> Result<()> {
         self.bytes(&[0])
     }
 
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         self.bytes(&[1])?;
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_unit(self) -> Result<()> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_unit_struct(self, _: &'static str) -> Result<()> {
         Ok(())
     }
 
+    #[inline]
     fn serialize_unit_variant(self, _: &'static str, index: u32, _: &'static str) -> Result<()> {
         self.varint(index.into())
     }
 
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -296,6 +323,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -307,10 +335,12 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         value.serialize(self)
     }
 
+    #[inline]
     fn serialize_seq(self, length: Option<usize>) -> Result<Self::SerializeSeq> {
         self.compound(length)
     }
 
+    #[inline]
     fn serialize_tuple(self, length: usize) -> Result<Self::SerializeTuple> {
         let _ = length; // known from the type on both ends
         Ok(Compound {
@@ -320,6 +350,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         })
     }
 
+    #[inline]
     fn serialize_tuple_struct(
         self,
         _: &'static str,
@@ -328,6 +359,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         self.serialize_tuple(length)
     }
 
+    #[inline]
     fn serialize_tuple_variant(
         self,
         _: &'static str,
@@ -339,14 +371,17 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         self.serialize_tuple(length)
     }
 
+    #[inline]
     fn serialize_map(self, length: Option<usize>) -> Result<Self::SerializeMap> {
         self.compound(length)
     }
 
+    #[inline]
     fn serialize_struct(self, _: &'static str, length: usize) -> Result<Self::SerializeStruct> {
         self.serialize_tuple(length)
     }
 
+    #[inline]
     fn serialize_struct_variant(
         self,
         name: &'static str,
@@ -362,6 +397,7 @@ impl ser::SerializeSeq for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -375,6 +411,7 @@ impl ser::SerializeTuple for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -388,6 +425,7 @@ impl ser::SerializeTupleStruct for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -401,6 +439,7 @@ impl ser::SerializeTupleVariant for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -414,10 +453,12 @@ impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<()> {
         self.element(key)
     }
 
+    #[inline]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         // An entry counts once: its key counted it.
         value.serialize(&mut *self.encoder)
@@ -432,6 +473,7 @@ impl ser::SerializeStruct for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -452,6 +494,7 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
     type Ok = ();
     type Error = Error;
 
+    #[inline]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Result<()> {
         self.element(value)
     }
@@ -552,18 +595,22 @@ impl<'de> Decoder<'de> {
 impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     type Error = Error;
 
+    #[inline]
     fn is_human_readable(&self) -> bool {
         false
     }
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
         Err(Error::NotSelfDescribing)
     }
 
+    #[inline]
     fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
         Err(Error::NotSelfDescribing)
     }
 
+    #[inline]
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.byte()? {
             0 => visitor.visit_bool(false),
@@ -572,75 +619,93 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
+    #[inline]
     fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i8(i8::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i16(self.signed(16)?)
     }
 
+    #[inline]
     fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i32(self.signed(32)?)
     }
 
+    #[inline]
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i64(self.signed(64)?)
     }
 
+    #[inline]
     fn deserialize_i128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_i128(self.signed(128)?)
     }
 
+    #[inline]
     fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u8(self.byte()?)
     }
 
+    #[inline]
     fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u16(self.unsigned(16)?)
     }
 
+    #[inline]
     fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u32(self.unsigned(32)?)
     }
 
+    #[inline]
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u64(self.unsigned(64)?)
     }
 
+    #[inline]
     fn deserialize_u128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u128(self.unsigned(128)?)
     }
 
+    #[inline]
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f32(f32::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_f64(f64::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let code: u32 = self.unsigned(32)?;
         visitor.visit_char(char::from_u32(code).ok_or(Error::Invalid("a char out of range"))?)
     }
 
+    #[inline]
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_str(self.str()?)
     }
 
+    #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         self.deserialize_str(visitor)
     }
 
+    #[inline]
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_borrowed_bytes(self.bytes()?)
     }
 
+    #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         self.deserialize_bytes(visitor)
     }
 
+    #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.byte()? {
             0 => visitor.visit_none(),
@@ -649,10 +714,12 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
+    #[inline]
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_unit()
     }
 
+    #[inline]
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -661,6 +728,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_unit()
     }
 
+    #[inline]
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -669,6 +737,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_newtype_struct(self)
     }
 
+    #[inline]
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let remaining = self.length()?;
         visitor.visit_seq(Elements {
@@ -677,6 +746,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_tuple<V: Visitor<'de>>(self, length: usize, visitor: V) -> Result<V::Value> {
         visitor.visit_seq(Elements {
             decoder: self,
@@ -684,6 +754,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -693,6 +764,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.deserialize_tuple(length, visitor)
     }
 
+    #[inline]
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let remaining = self.length()?;
         visitor.visit_map(Elements {
@@ -701,6 +773,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         })
     }
 
+    #[inline]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -710,6 +783,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         self.deserialize_tuple(fields.len(), visitor)
     }
 
+    #[inline]
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -719,6 +793,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_enum(self)
     }
 
+    #[inline]
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_u32(self.unsigned(32)?)
     }
@@ -733,6 +808,7 @@ struct Elements<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
+    #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if self.remaining == 0 {
             return Ok(None);
@@ -741,6 +817,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
         seed.deserialize(&mut *self.decoder).map(Some)
     }
 
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         Some(self.remaining)
     }
@@ -749,14 +826,17 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
 impl<'de> de::MapAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
+    #[inline]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         de::SeqAccess::next_element_seed(self, seed)
     }
 
+    #[inline]
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
         seed.deserialize(&mut *self.decoder)
     }
 
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         Some(self.remaining)
     }

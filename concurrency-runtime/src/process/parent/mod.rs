@@ -11,7 +11,7 @@ mod spawn;
 
 pub(crate) use crate::process::protocol::Ran;
 #[cfg(feature = "nats")]
-pub(crate) use handle::status_outcome;
+pub(crate) use handle::{status_outcome, too_large};
 pub(crate) use pool::{configure, max_frame_bytes, run_here, submit, worker_pids};
 #[cfg(feature = "nats")]
 pub(crate) use queue::Wakes;

@@ -33,6 +33,27 @@ pub struct NatsConfig {
     pub(crate) heartbeat: Duration,
     pub(crate) label: Option<String>,
     pub(crate) capacity: Option<usize>,
+    pub(crate) delivery: Delivery,
+    pub(crate) max_deliveries: u32,
+}
+
+/// How a caller's process tasks reach the worker hosts (set with
+/// [`NatsConfig::delivery`]; every worker host serves both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Core NATS request/reply: each task runs at most once. A task whose worker
+    /// host is lost fails as `Crashed` within twice the heartbeat, as a crash of a
+    /// local worker does. The default: the lowest latency, and nothing is stored.
+    #[default]
+    AtMostOnce,
+    /// A JetStream work queue (the stream `PREFIX_tasks`, stored on the server's
+    /// disk): a task whose worker host is lost (or whose broker restarts) is
+    /// delivered again, to another host, and the caller gets exactly one result per
+    /// task even when its body ran twice. A task waits in the queue until a host
+    /// takes it (bound that with the task's `timeout`); one that lost its host
+    /// [`NatsConfig::max_deliveries`] times fails as `Crashed`. Choose it for work
+    /// that is safe to run twice and must not be lost with a machine.
+    AtLeastOnce,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +77,8 @@ impl NatsConfig {
             heartbeat: Duration::from_secs(1),
             label: None,
             capacity: None,
+            delivery: Delivery::AtMostOnce,
+            max_deliveries: 5,
         }
     }
 
@@ -117,11 +140,38 @@ impl NatsConfig {
         self
     }
 
-    /// How many tasks a worker host hands its local pool at once (default 256: the
-    /// pool runs as many as it has workers and keeps the rest queued, so that no
-    /// worker waits for the network); further tasks wait on that host.
+    /// How many tasks a worker host holds at once, running or queued in its local
+    /// pool (default 256: the pool runs as many as it has workers and keeps the rest
+    /// queued, so that no worker waits for the network). A host takes no more: with
+    /// [`Delivery::AtLeastOnce`] it fetches from the queue only as many tasks as it
+    /// has room for, so that a slow host leaves the rest to the others; with
+    /// [`Delivery::AtMostOnce`] it refuses a request beyond it, and the caller sends
+    /// that request again (to any host) a quarter of a heartbeat later.
     pub fn capacity(mut self, tasks: usize) -> Self {
         self.capacity = Some(tasks.max(1));
+        self
+    }
+
+    /// How the caller's tasks reach the worker hosts (default
+    /// [`Delivery::AtMostOnce`]). A worker host serves both.
+    ///
+    /// ```
+    /// use concurrency_runtime::process::remote::{Delivery, NatsConfig};
+    ///
+    /// let config = NatsConfig::new("nats://127.0.0.1:4222").delivery(Delivery::AtLeastOnce);
+    /// # let _ = config;
+    /// ```
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// With [`Delivery::AtLeastOnce`], how many times a task is delivered to a
+    /// worker host before the caller gives up on it as `Crashed` (default 5; each
+    /// time, its host was lost while running it). Set on the worker hosts, which
+    /// make the queue's consumer.
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries.max(1);
         self
     }
 
@@ -131,6 +181,51 @@ impl NatsConfig {
 
     pub(crate) fn cancel_subject(&self, host: &str) -> String {
         format!("{}.cancel.{host}", self.prefix)
+    }
+
+    /// Where a host serves the parts of an answer too large for one message.
+    pub(crate) fn part_subject(&self, host: &str) -> String {
+        format!("{}.part.{host}", self.prefix)
+    }
+
+    /// The subject of the at-least-once queue.
+    pub(crate) fn queue_subject(&self) -> String {
+        format!("{}.queue", self.prefix)
+    }
+
+    /// The JetStream stream that holds the at-least-once queue (a stream's name
+    /// cannot hold `.`, `*`, `>` or white space).
+    pub(crate) fn stream_name(&self) -> String {
+        let name: String = self
+            .prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{name}_tasks")
+    }
+
+    /// The hosts' shared consumer of the queue.
+    pub(crate) fn consumer_name(&self) -> String {
+        format!("{}_hosts", self.stream_name().trim_end_matches("_tasks"))
+    }
+
+    /// The stream's settings: a work queue on disk (a task leaves it when a host
+    /// acknowledges it).
+    pub(crate) fn stream_config(&self) -> async_nats::jetstream::stream::Config {
+        use async_nats::jetstream::stream;
+        stream::Config {
+            name: self.stream_name(),
+            subjects: vec![self.queue_subject()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        }
     }
 
     /// Connects with these settings; `name` names the connection on the server.

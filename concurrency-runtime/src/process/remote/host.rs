@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::NatsConfig;
 use super::message;
@@ -24,10 +27,16 @@ use crate::sync::{Completion, lock};
 /// enough to bound what one host holds.
 const DEFAULT_CAPACITY: usize = 256;
 
+/// How long a task runs before its host's first heartbeat: short beside the
+/// heartbeat interval, long beside a tiny task's run.
+const FIRST_BEAT: Duration = Duration::from_millis(2);
+
 /// One request on this host: its body, its cancellation, and its outcome.
 struct HostJob {
-    body: Vec<u8>,
+    /// Set before the job goes to the pool (fetched first if its caller held it).
+    body: std::sync::OnceLock<bytes::Bytes>,
     control: Control,
+    /// The answer message when the task returned, or why it did not.
     outcome: Completion<(Result<Vec<u8>, TaskError>, Ran)>,
 }
 
@@ -37,7 +46,7 @@ impl Sink for HostJob {
     }
 
     fn body(&self, _: usize) -> &[u8] {
-        &self.body
+        self.body.get().map_or(&[], |body| body)
     }
 
     fn control(&self, _: usize) -> &Control {
@@ -46,7 +55,8 @@ impl Sink for HostJob {
 
     fn deliver(&self, _: usize, answer: Answer<'_>, ran: Ran) {
         let outcome = match answer {
-            Answer::Ok(bytes) => Ok(bytes.to_vec()),
+            // The whole answer message, made here: one copy of the result.
+            Answer::Ok(bytes) => Ok(message::answer(protocol::OK, ran.pid, bytes)),
             Answer::Err(error) => Err(error),
         };
         self.outcome.put((outcome, ran));
@@ -76,12 +86,62 @@ pub(crate) fn build_id() -> &'static str {
     })
 }
 
-/// Serves the task subject until the connection ends (see [`super::serve`]).
+/// What a host holds: the tasks it runs (by reply subject, for cancellations), and
+/// the answers too large for one message until their callers fetch them.
+#[derive(Default)]
+struct Held {
+    running: Mutex<HashMap<String, Running>>,
+    answers: Mutex<HashMap<u64, HeldAnswer>>,
+    next_answer: AtomicU64,
+}
+
+/// An answer too large for one message, and since when it waits for its caller.
+struct HeldAnswer {
+    bytes: Arc<Vec<u8>>,
+    since: Instant,
+}
+
+/// A task this host holds, and whether its caller heard of it yet.
+struct Running {
+    job: Arc<HostJob>,
+    announced: bool,
+}
+
+/// What every request on this host shares.
+struct Shared {
+    client: async_nats::Client,
+    build: &'static str,
+    pid: u32,
+    label: String,
+    beat: Vec<u8>,
+    every: Duration,
+    part_subject: String,
+    held: Held,
+    /// Told when a task comes (the heartbeats sleep while the host holds none).
+    arrived: tokio::sync::Notify,
+    refused_build: AtomicBool,
+}
+
+/// A request taken from the task subject or from the queue.
+struct Taken {
+    reply: async_nats::Subject,
+    payload: bytes::Bytes,
+    /// The queue's message, acknowledged once the caller has its answer.
+    queued: Option<jetstream::Message>,
+}
+
+/// Serves the task subject and the queue until the connection ends (see
+/// [`super::serve`]).
 pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
     let build = build_id();
     runtime().block_on(async move {
         let pid = std::process::id();
-        let host_id = format!("h{pid}x{:x}", std::time::UNIX_EPOCH.elapsed().map_or(0, |t| t.as_nanos() as u64));
+        let host_id = format!(
+            "h{pid}x{:x}",
+            std::time::UNIX_EPOCH
+                .elapsed()
+                .map_or(0, |t| t.as_nanos() as u64)
+        );
         let label = config.label.clone().unwrap_or_else(|| format!("host {pid}"));
         let client = config
             .connect(&format!("concurrency worker host {label}"))
@@ -94,69 +154,83 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
             .subscribe(config.cancel_subject(&host_id))
             .await
             .map_err(|error| format!("cannot subscribe to the cancellations: {error}"))?;
+        let part_subject = config.part_subject(&host_id);
+        let mut parts = client
+            .subscribe(format!("{part_subject}.*"))
+            .await
+            .map_err(|error| format!("cannot subscribe to {part_subject}: {error}"))?;
         client
             .flush()
             .await
             .map_err(|error| format!("cannot reach the server: {error}"))?;
-        let running: Arc<Mutex<HashMap<String, Arc<HostJob>>>> = Arc::default();
         let capacity = config.capacity.unwrap_or(DEFAULT_CAPACITY);
         let permits = Arc::new(Semaphore::new(capacity));
-        let beat = Arc::new(message::heartbeat(pid, &host_id, &label));
-        let mut refused_build = false;
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            build,
+            pid,
+            beat: message::heartbeat(pid, &host_id, &label),
+            label,
+            every: config.heartbeat,
+            part_subject,
+            held: Held::default(),
+            arrived: tokio::sync::Notify::new(),
+            refused_build: AtomicBool::new(false),
+        });
+        tokio::spawn(heartbeats(Arc::clone(&shared)));
+        let queue = match queue_consumer(&client, &config).await {
+            Ok(consumer) => {
+                tokio::spawn(pull(consumer, Arc::clone(&shared), Arc::clone(&permits), capacity));
+                format!(" and the queue {}", config.queue_subject())
+            }
+            Err(error) => {
+                eprintln!(
+                    "concurrency-runtime worker host `{}`: no at-least-once queue ({error}); \
+                     serving at-most-once requests only",
+                    shared.label
+                );
+                String::new()
+            }
+        };
         eprintln!(
-            "concurrency-runtime worker host `{label}` (pid {pid}) serves {} on {}",
+            "concurrency-runtime worker host `{}` (pid {pid}) serves {}{queue} on {}",
+            shared.label,
             config.task_subject(),
             config.url
         );
+        let keep = (config.heartbeat * 10).max(Duration::from_secs(30));
+        let mut sweep = tokio::time::interval(config.heartbeat);
         loop {
             tokio::select! {
                 task = tasks.next() => {
                     let Some(task) = task else { break };
-                    let Some(reply) = task.reply.clone() else {
+                    let Some(reply) = task.reply else {
                         continue; // nobody to answer: not a request
                     };
-                    let Some(request) = message::parse_request(&task.payload) else {
-                        let answer = message::answer(message::FAILED, 0, b"malformed request");
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        // Full: the caller sends it again, maybe to another host.
+                        let answer = message::answer(message::BUSY, pid, b"");
                         let _ = client.publish(reply, answer.into()).await;
                         continue;
                     };
-                    if request.build != build {
-                        if !refused_build {
-                            refused_build = true;
-                            eprintln!(
-                                "concurrency-runtime worker host `{label}`: refused a request \
-                                 from a caller of another build ({}; this host runs {build}): \
-                                 start worker hosts from the caller's binary",
-                                request.build
-                            );
-                        }
-                        let answer = message::answer(message::BUILD_MISMATCH, pid, build.as_bytes());
-                        let _ = client.publish(reply, answer.into()).await;
-                        continue;
-                    }
-                    let job = Arc::new(HostJob {
-                        body: request.body.to_vec(),
-                        control: Control::default(),
-                        outcome: Completion::default(),
-                    });
-                    lock(&running).insert(reply.to_string(), Arc::clone(&job));
-                    tokio::spawn(run(
-                        client.clone(),
-                        reply,
-                        job,
-                        Arc::clone(&running),
-                        Arc::clone(&permits),
-                        Arc::clone(&beat),
-                        config.heartbeat,
-                    ));
+                    let taken = Taken { reply, payload: task.payload, queued: None };
+                    accept(&shared, taken, permit).await;
                 }
                 cancel = cancels.next() => {
                     let Some(cancel) = cancel else { break };
                     if let Ok(reply) = std::str::from_utf8(&cancel.payload)
-                        && let Some(job) = lock(&running).get(reply)
+                        && let Some(running) = lock(&shared.held.running).get(reply)
                     {
-                        job.control.cancel();
+                        running.job.control.cancel();
                     }
+                }
+                part = parts.next() => {
+                    let Some(part) = part else { break };
+                    serve_part(&shared, &part).await;
+                }
+                _ = sweep.tick() => {
+                    let now = Instant::now();
+                    lock(&shared.held.answers).retain(|_, held| now.duration_since(held.since) < keep);
                 }
             }
         }
@@ -164,28 +238,173 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
     })
 }
 
-/// Runs one request on this host's pool, with heartbeats until it ends; answers.
-async fn run(
-    client: async_nats::Client,
-    reply: async_nats::Subject,
-    job: Arc<HostJob>,
-    running: Arc<Mutex<HashMap<String, Arc<HostJob>>>>,
-    permits: Arc<Semaphore>,
-    beat: Arc<Vec<u8>>,
-    every: std::time::Duration,
-) {
-    let heartbeat = || client.publish(reply.clone(), beat.as_slice().to_vec().into());
-    // The caller hears of this host before the task can start (then a host lost
-    // mid-task is one the caller knew).
-    let _ = heartbeat().await;
-    let _ = client.flush().await;
-    // Waits for room on this host, saying it is alive meanwhile.
-    let permit = loop {
-        tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => break permit.ok(),
-            () = tokio::time::sleep(every) => { let _ = heartbeat().await; }
-        }
+/// The hosts' consumer of the at-least-once queue (made, with the stream, if
+/// missing): a task not acknowledged within twice the heartbeat (its host sends
+/// progress every heartbeat) goes to another host.
+async fn queue_consumer(
+    client: &async_nats::Client,
+    config: &NatsConfig,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, String> {
+    let context = jetstream::new(client.clone());
+    let stream = context
+        .get_or_create_stream(config.stream_config())
+        .await
+        .map_err(|error| format!("cannot open the stream {}: {error}", config.stream_name()))?;
+    let consumer = pull::Config {
+        durable_name: Some(config.consumer_name()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: config.heartbeat * 2,
+        max_deliver: i64::from(config.max_deliveries),
+        max_ack_pending: 1 << 20,
+        ..Default::default()
     };
+    stream
+        .get_or_create_consumer(&config.consumer_name(), consumer)
+        .await
+        .map_err(|error| {
+            format!(
+                "cannot open the consumer {}: {error}",
+                config.consumer_name()
+            )
+        })
+}
+
+/// Takes tasks from the queue, only as many as this host has room for. Room is
+/// taken when a task comes, not while waiting for one (requests on the task subject
+/// share it); a task that finds none goes back to the queue for another host.
+async fn pull(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+) {
+    let wait = shared.every.max(Duration::from_millis(100));
+    loop {
+        // Until there is room for one at least.
+        match permits.acquire().await {
+            Ok(permit) => drop(permit),
+            Err(_) => return,
+        }
+        let room = permits.available_permits().clamp(1, capacity);
+        let batch = consumer
+            .fetch()
+            .max_messages(room)
+            .expires(wait * 5)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(_) => {
+                // The server is away (restarting, say): ask again later.
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        while let Some(message) = batch.next().await {
+            let Ok(message) = message else { break };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            let reply = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(message::REPLY_HEADER))
+                .and_then(|reply| async_nats::Subject::from_utf8(reply.as_str().to_owned()).ok());
+            let Some(reply) = reply else {
+                // Not a request: nobody to answer, and no use in another delivery.
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            };
+            let taken = Taken {
+                reply,
+                payload: message.payload.clone(),
+                queued: Some(message),
+            };
+            accept(&shared, taken, permit).await;
+        }
+    }
+}
+
+/// Checks a request and starts it: a job of this host's pool, watched by its own
+/// task; or answers at once why not.
+async fn accept(shared: &Arc<Shared>, taken: Taken, permit: OwnedSemaphorePermit) {
+    let Some(request) = message::parse_request(&taken.payload) else {
+        let answer = message::answer(message::FAILED, 0, b"malformed request");
+        finish(shared, taken, answer).await;
+        return;
+    };
+    if request.build != shared.build {
+        if !shared.refused_build.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "concurrency-runtime worker host `{}`: refused a request from a caller of \
+                 another build ({}; this host runs {}): start worker hosts from the caller's \
+                 binary",
+                shared.label, request.build, shared.build
+            );
+        }
+        let answer = message::answer(message::BUILD_MISMATCH, shared.pid, shared.build.as_bytes());
+        finish(shared, taken, answer).await;
+        return;
+    }
+    let job = Arc::new(HostJob {
+        body: std::sync::OnceLock::new(),
+        control: Control::default(),
+        outcome: Completion::default(),
+    });
+    let held = match request.body {
+        message::Body::Inline(body) => {
+            // The message's own bytes: no copy.
+            let _ = job.body.set(taken.payload.slice_ref(body));
+            None
+        }
+        message::Body::Held { length, subject } => Some((length, subject.to_owned())),
+    };
+    let running = Running {
+        job: Arc::clone(&job),
+        announced: false,
+    };
+    lock(&shared.held.running).insert(taken.reply.to_string(), running);
+    shared.arrived.notify_one();
+    tokio::spawn(run(Arc::clone(shared), taken, job, held, permit));
+}
+
+/// Runs one request on this host's pool (fetching its body first if its caller
+/// holds it), with heartbeats until it ends; answers.
+async fn run(
+    shared: Arc<Shared>,
+    taken: Taken,
+    job: Arc<HostJob>,
+    held: Option<(u64, String)>,
+    permit: OwnedSemaphorePermit,
+) {
+    if let Some((length, subject)) = held {
+        match fetch(
+            &shared.client,
+            &subject,
+            length,
+            parent::max_frame_bytes(),
+            shared.every * 2,
+        )
+        .await
+        {
+            Ok(body) => {
+                let _ = job.body.set(body.into());
+            }
+            Err(why) => {
+                let text = format!("cannot fetch the task's arguments from its caller: {why}");
+                drop(permit);
+                lock(&shared.held.running).remove(taken.reply.as_str());
+                finish(
+                    &shared,
+                    taken,
+                    message::answer(message::FAILED, 0, text.as_bytes()),
+                )
+                .await;
+                return;
+            }
+        }
+    }
     if !job.control.is_cancelled() {
         parent::submit(std::iter::once(Job {
             sink: Arc::clone(&job) as Arc<dyn Sink>,
@@ -195,34 +414,169 @@ async fn run(
         job.outcome
             .put((Err(TaskError::cancelled("remote task")), Ran::default()));
     }
+    // Its caller hears of it from `heartbeats`; the queue, from here: progress every
+    // heartbeat interval, so that it is not delivered to another host meanwhile.
     let (outcome, ran) = loop {
         tokio::select! {
             outcome = poll_fn(|cx| job.outcome.poll(cx)) => break outcome,
-            () = tokio::time::sleep(every) => { let _ = heartbeat().await; }
+            () = tokio::time::sleep(shared.every) => {
+                if let Some(queued) = &taken.queued {
+                    let _ = queued.ack_with(AckKind::Progress).await;
+                }
+            }
         }
     };
     drop(permit);
-    lock(&running).remove(reply.as_str());
+    lock(&shared.held.running).remove(taken.reply.as_str());
     let answer = encode(outcome, ran);
-    let max = client.server_info().max_payload;
-    let answer = if answer.len() > max {
-        let text = format!(
-            "the task's result ({} bytes) exceeds the NATS server's maximum message size \
-             ({max} bytes)",
-            answer.len()
-        );
-        message::answer(message::FAILED, ran.pid, text.as_bytes())
+    let answer = if answer.len() > part_size(&shared.client) {
+        // Too large for one message: held here until the caller fetches it.
+        let key = shared.held.next_answer.fetch_add(1, Ordering::Relaxed);
+        let subject = format!("{}.{key}", shared.part_subject);
+        let (status, pid) = (answer[4], ran.pid);
+        let payload = answer[9..].to_vec();
+        let length = payload.len() as u64;
+        let held = HeldAnswer {
+            bytes: Arc::new(payload),
+            since: Instant::now(),
+        };
+        lock(&shared.held.answers).insert(key, held);
+        message::held_answer(status, pid, length, &subject)
     } else {
         answer
     };
-    let _ = client.publish(reply, answer.into()).await;
+    finish(&shared, taken, answer).await;
 }
 
-/// The answer for what the host's pool made of a request.
+/// Tells each caller which of its tasks this host holds: the new ones within
+/// `FIRST_BEAT` (a task that ends sooner is answered without a heartbeat), all of them
+/// every heartbeat interval. One message per caller, however many tasks.
+async fn heartbeats(shared: Arc<Shared>) {
+    let most = (part_size(&shared.client) / 8).max(1);
+    let mut last_all = Instant::now();
+    loop {
+        if lock(&shared.held.running).is_empty() {
+            shared.arrived.notified().await;
+        }
+        tokio::time::sleep(FIRST_BEAT).await;
+        let all = last_all.elapsed() >= shared.every;
+        if all {
+            last_all = Instant::now();
+        }
+        let mut by_caller: HashMap<String, Vec<u64>> = HashMap::new();
+        for (reply, running) in lock(&shared.held.running).iter_mut() {
+            if all || !running.announced {
+                running.announced = true;
+                if let Some((inbox, id)) = reply.rsplit_once('.')
+                    && let Ok(id) = id.parse::<u64>()
+                {
+                    by_caller.entry(inbox.to_owned()).or_default().push(id);
+                }
+            }
+        }
+        for (inbox, ids) in by_caller {
+            for ids in ids.chunks(most) {
+                let beat = message::beats(&shared.beat, ids);
+                let _ = shared
+                    .client
+                    .publish(format!("{inbox}.beat"), beat.into())
+                    .await;
+            }
+        }
+    }
+}
+
+/// Sends `answer` to the caller; a queued task then leaves the queue.
+async fn finish(shared: &Shared, taken: Taken, answer: Vec<u8>) {
+    let _ = shared.client.publish(taken.reply, answer.into()).await;
+    if let Some(queued) = taken.queued {
+        // After the answer on the same connection: the server sees them in order.
+        let _ = queued.ack().await;
+    }
+}
+
+/// Answers a caller's request for a part of an answer held here; the answer is
+/// dropped once its last byte went.
+async fn serve_part(shared: &Shared, request: &async_nats::Message) {
+    let Some(reply) = request.reply.clone() else {
+        return;
+    };
+    let key = request
+        .subject
+        .rsplit('.')
+        .next()
+        .and_then(|key| key.parse::<u64>().ok());
+    let held = key.and_then(|key| {
+        lock(&shared.held.answers)
+            .get(&key)
+            .map(|held| Arc::clone(&held.bytes))
+    });
+    let part = message::part(
+        held.as_deref().map(Vec::as_slice),
+        &request.payload,
+        part_size(&shared.client),
+    );
+    if let (Some(key), Some(bytes), Some(chunk)) = (key, &held, message::parse_part(&part))
+        && request.payload.len() == 8
+    {
+        let offset = u64::from_le_bytes(request.payload[..8].try_into().unwrap_or_default());
+        if offset as usize + chunk.len() >= bytes.len() {
+            lock(&shared.held.answers).remove(&key);
+        }
+    }
+    let _ = shared.client.publish(reply, part.into()).await;
+}
+
+/// How many bytes go in one message on this connection, leaving room for headers.
+pub(crate) fn part_size(client: &async_nats::Client) -> usize {
+    client
+        .server_info()
+        .max_payload
+        .saturating_sub(4096)
+        .max(1024)
+}
+
+/// Fetches the `length` bytes held at `subject`, part by part (each request within
+/// `patience`); refuses more than `limit`.
+pub(crate) async fn fetch(
+    client: &async_nats::Client,
+    subject: &str,
+    length: u64,
+    limit: u64,
+    patience: Duration,
+) -> Result<Vec<u8>, String> {
+    if length > limit {
+        return Err(format!(
+            "{length} bytes exceed the maximum frame size of {limit} bytes"
+        ));
+    }
+    let length = usize::try_from(length).map_err(|_| "too large for this machine".to_owned())?;
+    let mut bytes = Vec::with_capacity(length);
+    while bytes.len() < length {
+        let offset = (bytes.len() as u64).to_le_bytes();
+        let request = async_nats::Request::new()
+            .payload(offset.to_vec().into())
+            .timeout(Some(patience));
+        let answer = client
+            .send_request(subject.to_owned(), request)
+            .await
+            .map_err(|error| format!("no answer from {subject}: {error}"))?;
+        let chunk = message::parse_part(&answer.payload)
+            .ok_or_else(|| format!("{subject} holds nothing at byte {}", bytes.len()))?;
+        if chunk.len() > length - bytes.len() {
+            return Err(format!("{subject} sent more than {length} bytes"));
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(bytes)
+}
+
+/// The answer for what the host's pool made of a request (an `Ok` is the answer
+/// message already).
 fn encode(outcome: Result<Vec<u8>, TaskError>, ran: Ran) -> Vec<u8> {
     let pid = ran.pid;
     let error = match outcome {
-        Ok(payload) => return message::answer(protocol::OK, pid, &payload),
+        Ok(answer) => return answer,
         Err(error) => error,
     };
     match error.into_kind() {

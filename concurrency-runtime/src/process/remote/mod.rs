@@ -8,21 +8,24 @@
 //! local process pool, so that a crash on a worker host is reported to the caller as
 //! `Crashed` with its signal, exactly as locally.
 //!
-//! Delivery is *at most once* (core request/reply): each task runs at most once. A
-//! host says it is alive while a task waits or runs (every heartbeat interval); a
-//! caller that hears nothing for twice that long fails the task as `Crashed` (its
-//! host is gone), or with a `Worker` error if no host ever took it. Timeouts and
-//! cancellation reach the host, which kills the local worker running that task. A
-//! host built from another binary refuses requests (task numbers could mean other
-//! code there), with an error on both sides. See README's "Running on several
-//! machines".
+//! Two delivery modes ([`Delivery`], chosen by the caller; every host serves both).
+//! *At most once* (core request/reply, the default): each task runs at most once; a
+//! host tells its caller which of its tasks it holds, every heartbeat interval; a
+//! caller that hears nothing of a task for twice that long fails it as `Crashed` (its
+//! host is gone), or with a `Worker` error if no host took it. *At least once* (a
+//! JetStream work queue): a task whose host is lost runs again on another host, and
+//! the caller keeps the first answer. Timeouts and cancellation reach the host, which
+//! kills the local worker running that task. A host holds at most its capacity of
+//! tasks; arguments and results larger than one message go in parts. A host built
+//! from another binary refuses requests (task numbers could mean other code there),
+//! with an error on both sides. See README's "Running on several machines".
 
 mod caller;
 mod config;
 mod host;
 mod message;
 
-pub use config::NatsConfig;
+pub use config::{Delivery, NatsConfig};
 
 pub(crate) use caller::{configure, is_configured, submit};
 
