@@ -148,38 +148,42 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Watches the hosts' heartbeats to callers (on a connection of its own): a test
-/// that kills a host mid-task waits until its caller has heard of the host.
-struct Beats {
+/// Listens on `subject` with a connection of its own (the hosts' heartbeats to
+/// callers, their answers): a test that kills a host mid-task waits until its caller
+/// has heard of the host; the capacity test counts refusals.
+struct Listener {
     runtime: tokio::runtime::Runtime,
-    beats: async_nats::Subscriber,
+    messages: async_nats::Subscriber,
 }
 
-impl Beats {
-    /// Subscribes before the task starts, so that no heartbeat goes unseen.
-    fn watch(url: &str) -> Self {
+impl Listener {
+    /// Subscribes before the task starts, so that no message goes unseen.
+    fn on(url: &str, subject: &'static str) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let beats = runtime.block_on(async {
+        let messages = runtime.block_on(async {
             let client = async_nats::ConnectOptions::with_token(TOKEN.to_owned())
                 .connect(url)
                 .await
                 .expect("connect");
-            let beats = client.subscribe("_INBOX.*.beat").await.expect("subscribe");
+            let messages = client.subscribe(subject).await.expect("subscribe");
             client.flush().await.expect("flush");
-            beats
+            messages
         });
-        Beats { runtime, beats }
+        Listener { runtime, messages }
     }
 
-    /// Waits (bounded) for a heartbeat.
-    fn wait(&mut self) {
-        let beat = self.runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), self.beats.next()).await
+    /// The next message's payload (bounded wait).
+    fn next(&mut self) -> Vec<u8> {
+        let message = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), self.messages.next()).await
         });
-        assert!(matches!(beat, Ok(Some(_))), "no heartbeat came");
+        match message {
+            Ok(Some(message)) => message.payload.to_vec(),
+            _ => panic!("no message came"),
+        }
     }
 }
 
@@ -227,13 +231,13 @@ fn scenario_entry() {
     match name.as_str() {
         "host-lost" => {
             let (server, mut host) = setup("doomed", &[]);
-            let mut beats = Beats::watch(&server.url);
+            let mut beats = Listener::on(&server.url, "_INBOX.*.beat");
             let marker = support::nats::TempDir::new("host-lost");
             let file = marker.0.join("pid");
             let path = file.display().to_string();
             let running = std::thread::spawn(move || pid_then_sleep(path).try_run());
             wait_for_file(&file);
-            beats.wait();
+            let _ = beats.next();
             let killed = Instant::now();
             host.kill();
             let error = watchdog(move || running.join().expect("the caller thread"))
@@ -354,6 +358,24 @@ fn scenario_entry() {
                 most, 1,
                 "a host of capacity 1 ran {first:?} and {second:?} at once"
             );
+            if name == "capacity" {
+                // The host is known now, with its capacity: the next burst waits at the
+                // caller, and the host refuses nothing.
+                let mut answers = Listener::on(&server.url, "_INBOX.*.*");
+                let (third, fourth) = watchdog(|| run_concurrently!(timed(100), timed(100)));
+                assert_eq!(support::most_at_once(&[third, fourth]), 1);
+                let (mut answered, mut refused) = (0, 0);
+                while answered < 2 {
+                    let answer = answers.next();
+                    if answer.starts_with(b"CRA1") {
+                        match answer[4] {
+                            103 => refused += 1,
+                            _ => answered += 1,
+                        }
+                    }
+                }
+                assert_eq!(refused, 0, "the host refused {refused} of the second burst");
+            }
             println!("scenario passed: {first:?} then {second:?}");
         }
         "queue-host-lost" | "queue-gives-up" => {
@@ -374,13 +396,13 @@ fn scenario_entry() {
                     .token(TOKEN)
                     .delivery(Delivery::AtLeastOnce),
             );
-            let mut beats = Beats::watch(&server.url);
+            let mut beats = Listener::on(&server.url, "_INBOX.*.beat");
             let marker = support::nats::TempDir::new("queue-host-lost");
             let file = marker.0.join("pid");
             let path = file.display().to_string();
             let running = std::thread::spawn(move || once_stuck(path).try_run());
             wait_for_file(&file);
-            beats.wait();
+            let _ = beats.next();
             let worker: i32 = std::fs::read_to_string(&file)
                 .expect("the marker")
                 .trim()

@@ -94,9 +94,12 @@ struct Queue {
 
 /// The caller's connection and what it sends with.
 struct Driver {
-    /// The tasks full hosts refused, oldest first: one is sent again each time a
-    /// task ends (a host has room then), the rest every quarter heartbeat.
+    /// The tasks not sent because full hosts refused them (or would: see `window`),
+    /// oldest first: one is sent each time a task ends (a host has room then), the
+    /// rest every quarter heartbeat, as far as the window allows.
     refused: Mutex<std::collections::VecDeque<u64>>,
+    /// The hosts heard from, with their capacity and when.
+    hosts: Mutex<HashMap<String, (u32, Instant)>>,
     client: async_nats::Client,
     config: NatsConfig,
     inbox: String,
@@ -184,6 +187,7 @@ impl Driver {
     fn heard(&self, beat: message::Heartbeat<'_>) -> Vec<u64> {
         let mut stop = Vec::new();
         let now = Instant::now();
+        lock(&self.hosts).insert(beat.host.to_owned(), (beat.capacity, now));
         let mut map = lock(&self.pending);
         for id in beat.ids {
             let Some(entry) = map.get_mut(&id) else {
@@ -197,6 +201,42 @@ impl Driver {
             }
         }
         stop
+    }
+
+    /// At most once, how many tasks the hosts heard from lately hold in all (their
+    /// capacities): the caller sends no more at once, so that a burst waits here
+    /// instead of being refused by full hosts. `None` before any host spoke.
+    fn window(&self) -> Option<usize> {
+        if self.queue.is_some() {
+            return None; // hosts pull what they have room for
+        }
+        let recent = self.config.heartbeat * 2;
+        let mut hosts = lock(&self.hosts);
+        hosts.retain(|_, (_, heard)| heard.elapsed() <= recent);
+        (!hosts.is_empty()).then(|| hosts.values().map(|(capacity, _)| *capacity as usize).sum())
+    }
+
+    /// How many tasks are out with the hosts (sent and not refused).
+    fn out(&self) -> usize {
+        let refused = lock(&self.refused).len();
+        lock(&self.pending).len().saturating_sub(refused)
+    }
+
+    /// Takes a new task `id`: sends it, or keeps it here while the window is full.
+    async fn take(&self, id: u64, entry: Pending) {
+        let full = self.window().is_some_and(|window| self.out() >= window);
+        lock(&self.pending).insert(
+            id,
+            Pending {
+                refused: full,
+                ..entry
+            },
+        );
+        if full {
+            lock(&self.refused).push_back(id);
+        } else {
+            self.send(id).await;
+        }
     }
 
     /// Takes what a host answered for task `id`; a refused task to send again when a
@@ -324,7 +364,6 @@ impl Driver {
                         withdraw.extend(entry.sequence);
                     }
                 } else if entry.refused {
-                    entry.refused = false;
                     again.push(*id);
                 } else if now.duration_since(entry.heard) > silence {
                     if at_least_once {
@@ -346,7 +385,24 @@ impl Driver {
                 }
             }
         }
-        lock(&self.refused).retain(|id| !again.contains(id));
+        // The oldest first, as far as the window allows.
+        let room = self
+            .window()
+            .map_or(usize::MAX, |window| window.saturating_sub(self.out()));
+        let again: std::collections::HashSet<u64> = again.into_iter().collect();
+        let again: Vec<u64> = {
+            let mut refused = lock(&self.refused);
+            let mut sent = Vec::new();
+            refused.retain(|id| {
+                if again.contains(id) && sent.len() < room {
+                    sent.push(*id);
+                    false
+                } else {
+                    true
+                }
+            });
+            sent
+        };
         for id in again {
             self.send(id).await;
         }
@@ -487,6 +543,7 @@ async fn drive(config: NatsConfig, mut jobs: mpsc::UnboundedReceiver<Job>) {
     };
     let driver = Driver {
         refused: Mutex::default(),
+        hosts: Mutex::default(),
         client,
         inbox,
         build: build_id(),
@@ -510,8 +567,7 @@ async fn drive(config: NatsConfig, mut jobs: mpsc::UnboundedReceiver<Job>) {
                     refused: false,
                     withdrawn: false,
                 };
-                lock(&driver.pending).insert(next_id, entry);
-                driver.send(next_id).await;
+                driver.take(next_id, entry).await;
             }
             reply = replies.next() => {
                 let Some(reply) = reply else { break };

@@ -133,8 +133,18 @@ struct Taken {
 /// Serves the task subject and the queue until the connection ends (see
 /// [`super::serve`]).
 pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
+    // On the runtime's threads, not this one: the connection's tasks, this loop and
+    // the tasks it starts then hand work to each other without waking a thread.
+    let serving = runtime().spawn(serve_on(config));
+    runtime()
+        .block_on(serving)
+        .unwrap_or_else(|error| Err(format!("the worker host stopped: {error}")))
+}
+
+/// `serve`'s loop, a task of the embedded runtime.
+async fn serve_on(config: NatsConfig) -> Result<(), String> {
     let build = build_id();
-    runtime().block_on(async move {
+    {
         let pid = std::process::id();
         let host_id = format!(
             "h{pid}x{:x}",
@@ -142,7 +152,10 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
                 .elapsed()
                 .map_or(0, |t| t.as_nanos() as u64)
         );
-        let label = config.label.clone().unwrap_or_else(|| format!("host {pid}"));
+        let label = config
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("host {pid}"));
         let client = config
             .connect(&format!("concurrency worker host {label}"))
             .await?;
@@ -169,7 +182,12 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
             client: client.clone(),
             build,
             pid,
-            beat: message::heartbeat(pid, &host_id, &label),
+            beat: message::heartbeat(
+                pid,
+                u32::try_from(capacity).unwrap_or(u32::MAX),
+                &host_id,
+                &label,
+            ),
             label,
             every: config.heartbeat,
             part_subject,
@@ -180,7 +198,12 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
         tokio::spawn(heartbeats(Arc::clone(&shared)));
         let queue = match queue_consumer(&client, &config).await {
             Ok(consumer) => {
-                tokio::spawn(pull(consumer, Arc::clone(&shared), Arc::clone(&permits), capacity));
+                tokio::spawn(pull(
+                    consumer,
+                    Arc::clone(&shared),
+                    Arc::clone(&permits),
+                    capacity,
+                ));
                 format!(" and the queue {}", config.queue_subject())
             }
             Err(error) => {
@@ -235,7 +258,7 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// The hosts' consumer of the at-least-once queue (made, with the stream, if
@@ -365,12 +388,29 @@ async fn accept(shared: &Arc<Shared>, taken: Taken, permit: OwnedSemaphorePermit
         announced: false,
     };
     lock(&shared.held.running).insert(taken.reply.to_string(), running);
+    if held.is_none() {
+        // To the pool at once (a body held by the caller is fetched first, in `run`).
+        start(&job);
+    }
     shared.arrived.notify_one();
     tokio::spawn(run(Arc::clone(shared), taken, job, held, permit));
 }
 
+/// Hands `job` to this host's pool, unless it was cancelled already.
+fn start(job: &Arc<HostJob>) {
+    if !job.control.is_cancelled() {
+        parent::submit(std::iter::once(Job {
+            sink: Arc::clone(job) as Arc<dyn Sink>,
+            index: 0,
+        }));
+    } else {
+        job.outcome
+            .put((Err(TaskError::cancelled("remote task")), Ran::default()));
+    }
+}
+
 /// Runs one request on this host's pool (fetching its body first if its caller
-/// holds it), with heartbeats until it ends; answers.
+/// holds it, then starting it), with heartbeats until it ends; answers.
 async fn run(
     shared: Arc<Shared>,
     taken: Taken,
@@ -404,15 +444,7 @@ async fn run(
                 return;
             }
         }
-    }
-    if !job.control.is_cancelled() {
-        parent::submit(std::iter::once(Job {
-            sink: Arc::clone(&job) as Arc<dyn Sink>,
-            index: 0,
-        }));
-    } else {
-        job.outcome
-            .put((Err(TaskError::cancelled("remote task")), Ran::default()));
+        start(&job);
     }
     // Its caller hears of it from `heartbeats`; the queue, from here: progress every
     // heartbeat interval, so that it is not delivered to another host meanwhile.

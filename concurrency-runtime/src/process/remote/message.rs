@@ -7,8 +7,8 @@
 //!   being the local pool's (the task's registry number, then its arguments).
 //! - From the host, a heartbeat for every task of one caller that it holds (on the
 //!   caller's `INBOX.beat`), soon after a task comes and every interval while it waits
-//!   or runs: `"CRH2" [u32 host pid] [u16+host id] [u16+label] [u32 count][u64 task
-//!   number]...`; then to the task's reply subject one answer: `"CRA1" [u8 status] [u32 worker pid] [payload]`, the status as
+//!   or runs: `"CRH2" [u32 host pid] [u32 capacity] [u16+host id] [u16+label] [u32
+//!   count][u64 task number]...`; then to the task's reply subject one answer: `"CRA1" [u8 status] [u32 worker pid] [payload]`, the status as
 //!   the local protocol's, or [`BUILD_MISMATCH`], [`CRASHED`] (payload:
 //!   `[i32 signal or -1][i32 exit code or -1]`), [`FAILED`] (payload: the message).
 //! - A cancellation (`PREFIX.cancel.HOST_ID`): the request's reply subject.
@@ -178,12 +178,13 @@ pub(crate) fn parse_part(message: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The start of a heartbeat from host `host` (process `pid`, named `label`): the
-/// task numbers follow (see [`beats`]).
-pub(crate) fn heartbeat(pid: u32, host: &str, label: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + host.len() + label.len());
+/// The start of a heartbeat from host `host` (process `pid`, named `label`, holding at
+/// most `capacity` tasks): the task numbers follow (see [`beats`]).
+pub(crate) fn heartbeat(pid: u32, capacity: u32, host: &str, label: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + host.len() + label.len());
     out.extend_from_slice(HEARTBEAT);
     out.extend_from_slice(&pid.to_le_bytes());
+    out.extend_from_slice(&capacity.to_le_bytes());
     put_str(&mut out, host);
     put_str(&mut out, label);
     out
@@ -204,6 +205,7 @@ pub(crate) fn beats(start: &[u8], ids: &[u64]) -> Vec<u8> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Heartbeat<'a> {
     pub(crate) pid: u32,
+    pub(crate) capacity: u32,
     pub(crate) host: &'a str,
     pub(crate) label: &'a str,
     pub(crate) ids: Vec<u64>,
@@ -213,6 +215,7 @@ pub(crate) fn parse_heartbeat(message: &[u8]) -> Option<Heartbeat<'_>> {
     let mut reader = Reader(message);
     (reader.take(4)? == HEARTBEAT).then_some(())?;
     let pid = reader.u32()?;
+    let capacity = reader.u32()?;
     let host = reader.str()?;
     let label = reader.str()?;
     let count = usize::try_from(reader.u32()?).ok()?;
@@ -223,6 +226,7 @@ pub(crate) fn parse_heartbeat(message: &[u8]) -> Option<Heartbeat<'_>> {
         .collect::<Option<Vec<u64>>>()?;
     Some(Heartbeat {
         pid,
+        capacity,
         host,
         label,
         ids,
@@ -310,11 +314,12 @@ mod tests {
         for cut in 0..request_bytes.len() - 3 {
             assert_eq!(parse_request(&request_bytes[..cut]), None, "cut at {cut}");
         }
-        let beat = beats(&heartbeat(42, "host-a", "rack 7"), &[3, 9]);
+        let beat = beats(&heartbeat(42, 256, "host-a", "rack 7"), &[3, 9]);
         assert_eq!(
             parse_heartbeat(&beat),
             Some(Heartbeat {
                 pid: 42,
+                capacity: 256,
                 host: "host-a",
                 label: "rack 7",
                 ids: vec![3, 9]
@@ -324,7 +329,7 @@ mod tests {
             assert_eq!(parse_heartbeat(&beat[..cut]), None, "cut at {cut}");
         }
         // A count that claims more than the message holds is refused.
-        let mut lying = heartbeat(1, "h", "l");
+        let mut lying = heartbeat(1, 1, "h", "l");
         lying.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(parse_heartbeat(&lying), None);
         let crashed = answer(CRASHED, 7, &crash(Some(11), None));
