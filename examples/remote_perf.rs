@@ -6,13 +6,15 @@
 //! nats-server`), and one worker host (a copy of this program) which also runs the
 //! raw side's responder (a plain subscriber that answers each request with its
 //! payload). Rows: one tiny task at a time against one `Client::request` at a time;
-//! 1,000 tasks in flight against 1,000 concurrent `Client::request`s; a 64 KiB and a
-//! 900 KiB argument against the same payloads raw. `ROUNDS=n` (default 5).
+//! 1,000 tasks in flight against 1,000 concurrent `Client::request`s; 64 KiB and
+//! 900 KiB arguments and results, as a `Vec<u8>` and as a `serde_bytes::ByteBuf`,
+//! against the same payloads raw. `ROUNDS=n` (default 5).
 //! `REMOTE_PERF_QUEUE=1` times at-least-once delivery instead, against raw
 //! JetStream: a work-queue stream, a pull consumer on the host that answers each
 //! message on the reply subject in its header and acknowledges it, and a caller that
-//! publishes with the server's acknowledgements pipelined. `REMOTE_PERF_LOCAL=1`
-//! times the same tasks on the local pool instead.
+//! publishes with the server's acknowledgements pipelined. `REMOTE_PERF_CAPACITY=n`
+//! sets the host's capacity. `REMOTE_PERF_LOCAL=1` times the same tasks on the local
+//! pool instead.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
