@@ -124,6 +124,23 @@ fn panic_when(marker: String) -> u64 {
     panic!("stop the group")
 }
 
+/// Crashes its worker the first time (its marker missing), then returns 7.
+#[cpu_task(process, retries = 2, retry_on = [crash])]
+fn crash_once(marker: String) -> u32 {
+    use std::io::Write;
+    let mut runs = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&marker)
+        .expect("the marker");
+    writeln!(runs, "{}", std::process::id()).expect("log the run");
+    drop(runs);
+    if std::fs::read_to_string(&marker).map_or(0, |text| text.lines().count()) == 1 {
+        std::process::abort();
+    }
+    7
+}
+
 /// Waits (bounded) until process `pid` is gone.
 fn wait_gone(pid: i32, what: &str) {
     let started = Instant::now();
@@ -237,6 +254,40 @@ fn a_cancelled_task_s_host_kills_its_worker() {
 }
 
 #[test]
+fn retries_keep_their_meaning_a_crash_on_a_host_is_retried_as_a_new_task() {
+    let _cluster = cluster();
+    let marker = std::env::temp_dir().join(format!("crash-once-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let path = marker.display().to_string();
+    assert_eq!(watchdog(move || crash_once(path).run()), 7);
+    let runs = std::fs::read_to_string(&marker).expect("the runs");
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(runs.lines().count(), 2, "one crash, one retry: {runs}");
+}
+
+#[test]
+fn a_request_claiming_a_body_over_the_frame_limit_is_refused_before_it_is_fetched() {
+    let cluster = cluster();
+    // A held request of this build (as a caller would make it) claiming 4 GiB, from a
+    // subject nobody serves: the host answers at once and fetches nothing.
+    let build = concurrency_runtime::process::remote::build();
+    let mut request = b"CRP1".to_vec();
+    for text in [build, "crunch"] {
+        request.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        request.extend_from_slice(text.as_bytes());
+    }
+    request.extend_from_slice(&(4u64 << 30).to_le_bytes());
+    let subject = "nobody.serves.this";
+    request.extend_from_slice(&(subject.len() as u16).to_le_bytes());
+    request.extend_from_slice(subject.as_bytes());
+    let answer = raw_request(&cluster.url, request);
+    assert_eq!(&answer[..4], b"CRA1");
+    let text = String::from_utf8_lossy(&answer[9..]).into_owned();
+    assert_eq!(answer[4], 102, "a failure: {text}");
+    assert!(text.contains("exceed the maximum frame size"), "{text}");
+}
+
+#[test]
 fn a_limit_holds_across_all_the_hosts() {
     let _cluster = cluster();
     let runs = watchdog(|| run_concurrently!(for (0..12).map(|_| limited(150))));
@@ -248,11 +299,10 @@ fn a_limit_holds_across_all_the_hosts() {
     assert!(most >= 2, "they ran concurrently ({most})");
 }
 
-#[test]
-fn a_malformed_message_on_the_task_subject_fails_alone() {
-    let cluster = cluster();
-    let url = cluster.url.clone();
-    let answer = watchdog(move || {
+/// Sends `payload` on the task subject with a raw client; the answer.
+fn raw_request(url: &str, payload: Vec<u8>) -> Vec<u8> {
+    let url = url.to_owned();
+    watchdog(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -264,14 +314,20 @@ fn a_malformed_message_on_the_task_subject_fails_alone() {
                 .expect("connect");
             let reply = tokio::time::timeout(
                 Duration::from_secs(20),
-                client.request("concurrency.tasks", b"not a request at all".to_vec().into()),
+                client.request("concurrency.tasks", payload.into()),
             )
             .await
             .expect("an answer in time")
             .expect("an answer");
             reply.payload.to_vec()
         })
-    });
+    })
+}
+
+#[test]
+fn a_malformed_message_on_the_task_subject_fails_alone() {
+    let cluster = cluster();
+    let answer = raw_request(&cluster.url, b"not a request at all".to_vec());
     assert_eq!(&answer[..4], b"CRA1");
     assert_eq!(
         answer[4],

@@ -127,6 +127,9 @@ impl Driver {
                 return;
             };
             entry.refused = false;
+            // Its silence counts from now: it may have waited here (refused, or for
+            // the window) longer than a host may be silent.
+            entry.heard = Instant::now();
             self.request(id, &entry.job)
         };
         let reply = format!("{}.{id}", self.inbox);

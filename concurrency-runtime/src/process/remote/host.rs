@@ -144,121 +144,119 @@ pub(crate) fn serve(config: NatsConfig) -> Result<(), String> {
 /// `serve`'s loop, a task of the embedded runtime.
 async fn serve_on(config: NatsConfig) -> Result<(), String> {
     let build = build_id();
-    {
-        let pid = std::process::id();
-        let host_id = format!(
-            "h{pid}x{:x}",
-            std::time::UNIX_EPOCH
-                .elapsed()
-                .map_or(0, |t| t.as_nanos() as u64)
-        );
-        let label = config
-            .label
-            .clone()
-            .unwrap_or_else(|| format!("host {pid}"));
-        let client = config
-            .connect(&format!("concurrency worker host {label}"))
-            .await?;
-        let mut tasks = client
-            .queue_subscribe(config.task_subject(), format!("{}-hosts", config.prefix))
-            .await
-            .map_err(|error| format!("cannot subscribe to {}: {error}", config.task_subject()))?;
-        let mut cancels = client
-            .subscribe(config.cancel_subject(&host_id))
-            .await
-            .map_err(|error| format!("cannot subscribe to the cancellations: {error}"))?;
-        let part_subject = config.part_subject(&host_id);
-        let mut parts = client
-            .subscribe(format!("{part_subject}.*"))
-            .await
-            .map_err(|error| format!("cannot subscribe to {part_subject}: {error}"))?;
-        client
-            .flush()
-            .await
-            .map_err(|error| format!("cannot reach the server: {error}"))?;
-        let capacity = config.capacity.unwrap_or(DEFAULT_CAPACITY);
-        let permits = Arc::new(Semaphore::new(capacity));
-        let shared = Arc::new(Shared {
-            client: client.clone(),
-            build,
+    let pid = std::process::id();
+    let host_id = format!(
+        "h{pid}x{:x}",
+        std::time::UNIX_EPOCH
+            .elapsed()
+            .map_or(0, |t| t.as_nanos() as u64)
+    );
+    let label = config
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("host {pid}"));
+    let client = config
+        .connect(&format!("concurrency worker host {label}"))
+        .await?;
+    let mut tasks = client
+        .queue_subscribe(config.task_subject(), format!("{}-hosts", config.prefix))
+        .await
+        .map_err(|error| format!("cannot subscribe to {}: {error}", config.task_subject()))?;
+    let mut cancels = client
+        .subscribe(config.cancel_subject(&host_id))
+        .await
+        .map_err(|error| format!("cannot subscribe to the cancellations: {error}"))?;
+    let part_subject = config.part_subject(&host_id);
+    let mut parts = client
+        .subscribe(format!("{part_subject}.*"))
+        .await
+        .map_err(|error| format!("cannot subscribe to {part_subject}: {error}"))?;
+    client
+        .flush()
+        .await
+        .map_err(|error| format!("cannot reach the server: {error}"))?;
+    let capacity = config.capacity.unwrap_or(DEFAULT_CAPACITY);
+    let permits = Arc::new(Semaphore::new(capacity));
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        build,
+        pid,
+        beat: message::heartbeat(
             pid,
-            beat: message::heartbeat(
-                pid,
-                u32::try_from(capacity).unwrap_or(u32::MAX),
-                &host_id,
-                &label,
-            ),
-            label,
-            every: config.heartbeat,
-            part_subject,
-            held: Held::default(),
-            arrived: tokio::sync::Notify::new(),
-            refused_build: AtomicBool::new(false),
-        });
-        tokio::spawn(heartbeats(Arc::clone(&shared)));
-        let queue = match queue_consumer(&client, &config).await {
-            Ok(consumer) => {
-                tokio::spawn(pull(
-                    consumer,
-                    Arc::clone(&shared),
-                    Arc::clone(&permits),
-                    capacity,
-                ));
-                format!(" and the queue {}", config.queue_subject())
+            u32::try_from(capacity).unwrap_or(u32::MAX),
+            &host_id,
+            &label,
+        ),
+        label,
+        every: config.heartbeat,
+        part_subject,
+        held: Held::default(),
+        arrived: tokio::sync::Notify::new(),
+        refused_build: AtomicBool::new(false),
+    });
+    tokio::spawn(heartbeats(Arc::clone(&shared)));
+    let queue = match queue_consumer(&client, &config).await {
+        Ok(consumer) => {
+            tokio::spawn(pull(
+                consumer,
+                Arc::clone(&shared),
+                Arc::clone(&permits),
+                capacity,
+            ));
+            format!(" and the queue {}", config.queue_subject())
+        }
+        Err(error) => {
+            eprintln!(
+                "concurrency-runtime worker host `{}`: no at-least-once queue ({error}); \
+                 serving at-most-once requests only",
+                shared.label
+            );
+            String::new()
+        }
+    };
+    eprintln!(
+        "concurrency-runtime worker host `{}` (pid {pid}) serves {}{queue} on {}",
+        shared.label,
+        config.task_subject(),
+        config.url
+    );
+    let keep = (config.heartbeat * 10).max(Duration::from_secs(30));
+    let mut sweep = tokio::time::interval(config.heartbeat);
+    loop {
+        tokio::select! {
+            task = tasks.next() => {
+                let Some(task) = task else { break };
+                let Some(reply) = task.reply else {
+                    continue; // nobody to answer: not a request
+                };
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    // Full: the caller sends it again, maybe to another host.
+                    let answer = message::answer(message::BUSY, pid, b"");
+                    let _ = client.publish(reply, answer.into()).await;
+                    continue;
+                };
+                let taken = Taken { reply, payload: task.payload, queued: None };
+                accept(&shared, taken, permit).await;
             }
-            Err(error) => {
-                eprintln!(
-                    "concurrency-runtime worker host `{}`: no at-least-once queue ({error}); \
-                     serving at-most-once requests only",
-                    shared.label
-                );
-                String::new()
+            cancel = cancels.next() => {
+                let Some(cancel) = cancel else { break };
+                if let Ok(reply) = std::str::from_utf8(&cancel.payload)
+                    && let Some(running) = lock(&shared.held.running).get(reply)
+                {
+                    running.job.control.cancel();
+                }
             }
-        };
-        eprintln!(
-            "concurrency-runtime worker host `{}` (pid {pid}) serves {}{queue} on {}",
-            shared.label,
-            config.task_subject(),
-            config.url
-        );
-        let keep = (config.heartbeat * 10).max(Duration::from_secs(30));
-        let mut sweep = tokio::time::interval(config.heartbeat);
-        loop {
-            tokio::select! {
-                task = tasks.next() => {
-                    let Some(task) = task else { break };
-                    let Some(reply) = task.reply else {
-                        continue; // nobody to answer: not a request
-                    };
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        // Full: the caller sends it again, maybe to another host.
-                        let answer = message::answer(message::BUSY, pid, b"");
-                        let _ = client.publish(reply, answer.into()).await;
-                        continue;
-                    };
-                    let taken = Taken { reply, payload: task.payload, queued: None };
-                    accept(&shared, taken, permit).await;
-                }
-                cancel = cancels.next() => {
-                    let Some(cancel) = cancel else { break };
-                    if let Ok(reply) = std::str::from_utf8(&cancel.payload)
-                        && let Some(running) = lock(&shared.held.running).get(reply)
-                    {
-                        running.job.control.cancel();
-                    }
-                }
-                part = parts.next() => {
-                    let Some(part) = part else { break };
-                    serve_part(&shared, &part).await;
-                }
-                _ = sweep.tick() => {
-                    let now = Instant::now();
-                    lock(&shared.held.answers).retain(|_, held| now.duration_since(held.since) < keep);
-                }
+            part = parts.next() => {
+                let Some(part) = part else { break };
+                serve_part(&shared, &part).await;
+            }
+            _ = sweep.tick() => {
+                let now = Instant::now();
+                lock(&shared.held.answers).retain(|_, held| now.duration_since(held.since) < keep);
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The hosts' consumer of the at-least-once queue (made, with the stream, if
@@ -583,7 +581,8 @@ pub(crate) async fn fetch(
         ));
     }
     let length = usize::try_from(length).map_err(|_| "too large for this machine".to_owned())?;
-    let mut bytes = Vec::with_capacity(length);
+    // Room for what came, not for what was claimed (the holder may send nothing).
+    let mut bytes = Vec::with_capacity(length.min(16 << 20));
     while bytes.len() < length {
         let offset = (bytes.len() as u64).to_le_bytes();
         let request = async_nats::Request::new()

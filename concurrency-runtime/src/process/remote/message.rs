@@ -22,8 +22,8 @@
 //! nothing there any more.
 //!
 //! With at-least-once delivery, a request is a JetStream message on `PREFIX.queue`
-//! with the same payload, its reply subject in the [`REPLY_HEADER`] header and the
-//! task's id in `Nats-Msg-Id` (the server drops a duplicate).
+//! with the same payload and its reply subject in the [`REPLY_HEADER`] header (a caller
+//! publishes each task once; it keeps the first answer of a task delivered twice).
 
 /// The host runs another build of the program: the request's task numbers could mean
 /// other code there.

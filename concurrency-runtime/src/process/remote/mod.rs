@@ -29,6 +29,19 @@ pub use config::{Delivery, NatsConfig};
 
 pub(crate) use caller::{configure, is_configured, submit};
 
+/// This program's build fingerprint, which a caller sends with every request and a
+/// worker host compares with its own (a hash of the executable's bytes, or
+/// `CONCURRENCY_REMOTE_BUILD` when set): log it on both sides to see why a host
+/// refuses a caller.
+///
+/// ```
+/// let build = concurrency_runtime::process::remote::build();
+/// assert!(!build.is_empty());
+/// ```
+pub fn build() -> &'static str {
+    host::build_id()
+}
+
 /// Serves process tasks on this host until the connection to the server ends: the
 /// program's entry point on a worker host (see the module's documentation). It
 /// returns why it could not connect or subscribe; a connection that ends later
