@@ -125,9 +125,11 @@ impl NatsConfig {
         self
     }
 
-    /// How often a worker host tells a caller that its task is still running
-    /// (default one second). A caller that hears nothing for twice this long reports
-    /// the task as crashed: its host is gone.
+    /// How often a worker host tells a caller which of its tasks it holds (default
+    /// one second; one message per caller, and a task is first told of 2 ms after it
+    /// comes). At most once, a caller that hears nothing of a task for twice this long
+    /// reports it as crashed: its host is gone. At least once, a host's task that is
+    /// not acknowledged within twice this long goes to another host.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = interval.max(Duration::from_millis(10));
         self
@@ -146,7 +148,9 @@ impl NatsConfig {
     /// [`Delivery::AtLeastOnce`] it fetches from the queue only as many tasks as it
     /// has room for, so that a slow host leaves the rest to the others; with
     /// [`Delivery::AtMostOnce`] it refuses a request beyond it, and the caller sends
-    /// that request again (to any host) a quarter of a heartbeat later.
+    /// that request again (to any host) when one of its tasks ends, or a quarter of a
+    /// heartbeat later. Hosts say their capacity in their heartbeats, and a caller
+    /// sends no more at once than the hosts it heard from lately hold in all.
     pub fn capacity(mut self, tasks: usize) -> Self {
         self.capacity = Some(tasks.max(1));
         self
