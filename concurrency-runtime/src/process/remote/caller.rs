@@ -106,13 +106,15 @@ struct Driver {
     build: &'static str,
     pending: PendingMap,
     queue: Option<Queue>,
+    /// The most bytes in one message (read once: the server's info is a clone).
+    part_size: usize,
 }
 
 impl Driver {
     /// The request for task `id`: whole, or its body held here.
     fn request(&self, id: u64, job: &Job) -> Vec<u8> {
         let request = message::request(self.build, job.name(), job.body());
-        if request.len() <= part_size(&self.client) {
+        if request.len() <= self.part_size {
             return request;
         }
         let subject = format!("{}.part.{id}", self.inbox);
@@ -339,7 +341,7 @@ impl Driver {
         let part = {
             let map = lock(&self.pending);
             let body = id.and_then(|id| map.get(&id)).map(|entry| entry.job.body());
-            message::part(body, &request.payload, part_size(&self.client))
+            message::part(body, &request.payload, self.part_size)
         };
         let _ = self.client.publish(reply, part.into()).await;
     }
@@ -547,6 +549,7 @@ async fn drive(config: NatsConfig, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let driver = Driver {
         refused: Mutex::default(),
         hosts: Mutex::default(),
+        part_size: part_size(&client),
         client,
         inbox,
         build: build_id(),

@@ -116,6 +116,8 @@ struct Shared {
     beat: Vec<u8>,
     every: Duration,
     part_subject: String,
+    /// The most bytes in one message (read once: the server's info is a clone).
+    part_size: usize,
     held: Held,
     /// Told when a task comes (the heartbeats sleep while the host holds none).
     arrived: tokio::sync::Notify,
@@ -190,6 +192,7 @@ async fn serve_on(config: NatsConfig) -> Result<(), String> {
         label,
         every: config.heartbeat,
         part_subject,
+        part_size: part_size(&client),
         held: Held::default(),
         arrived: tokio::sync::Notify::new(),
         refused_build: AtomicBool::new(false),
@@ -459,7 +462,7 @@ async fn run(
     drop(permit);
     lock(&shared.held.running).remove(taken.reply.as_str());
     let answer = encode(outcome, ran);
-    let answer = if answer.len() > part_size(&shared.client) {
+    let answer = if answer.len() > shared.part_size {
         // Too large for one message: held here until the caller fetches it.
         let key = shared.held.next_answer.fetch_add(1, Ordering::Relaxed);
         let subject = format!("{}.{key}", shared.part_subject);
@@ -482,7 +485,7 @@ async fn run(
 /// `FIRST_BEAT` (a task that ends sooner is answered without a heartbeat), all of them
 /// every heartbeat interval. One message per caller, however many tasks.
 async fn heartbeats(shared: Arc<Shared>) {
-    let most = (part_size(&shared.client) / 8).max(1);
+    let most = (shared.part_size / 8).max(1);
     let mut last_all = Instant::now();
     loop {
         if lock(&shared.held.running).is_empty() {
@@ -544,7 +547,7 @@ async fn serve_part(shared: &Shared, request: &async_nats::Message) {
     let part = message::part(
         held.as_deref().map(Vec::as_slice),
         &request.payload,
-        part_size(&shared.client),
+        shared.part_size,
     );
     if let (Some(key), Some(bytes), Some(chunk)) = (key, &held, message::parse_part(&part))
         && request.payload.len() == 8
